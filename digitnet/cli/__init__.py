@@ -1,0 +1,47 @@
+"""The ``digitnet`` command: a thin Typer layer over the library.
+
+Each command parses its options, calls one library function and renders the result.
+Command modules import numpy/numba/PIL inside their functions, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from digitnet import __version__
+from digitnet.cli import data, evaluate, inspect, predict, train
+
+app = typer.Typer(
+    name="digitnet",
+    help="Train and inspect handwritten-digit classifiers: the 3Blue1Brown network, made real.\n\n"
+         "Start with:  digitnet train   then   digitnet predict my-digit.png",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        print(f"digitnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Train and inspect handwritten-digit classifiers."""
+
+
+train.register(app)
+evaluate.register(app)
+predict.register(app)
+app.add_typer(inspect.app, name="inspect")
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,149 @@
+"""``digitnet train``: train a network and save it; ``digitnet evaluate`` lives beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from digitnet.cli.common import EXIT_SIGNAL, dump_json, handle_errors, parse_ints
+
+EXAMPLE = """
+Examples:
+  digitnet train                                   # the default preset on the embedded digits
+  digitnet train --preset 3b1b --out models/3b1b.npz
+  digitnet train --data fashion-mnist --epochs 10 --json
+"""
+
+
+def train_command(
+    data: str = typer.Option("embedded", "--data", "-d", help="Data set: embedded, mnist, fashion-mnist, kmnist, a folder of IDX files, or an .npz."),
+    preset: str = typer.Option("default", "--preset", "-p", help="Starting point for every option: default, 3b1b (784-16-16-10 sigmoid, the video's), nielsen (784-30-10, network.py)."),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="Hidden layer sizes, e.g. 16,16 [preset]."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Hidden activation: sigmoid, relu, tanh [preset]."),
+    cost: Optional[str] = typer.Option(None, "--cost", help="quadratic (sigmoid output) or cross-entropy (softmax output) [preset]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the training data [preset]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Mini-batch size [preset]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate eta [preset]."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", help="Momentum in [0, 1) [preset]."),
+    l2: Optional[float] = typer.Option(None, "--l2", help="L2 weight decay on weights [preset]."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant, step, cosine [preset]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, shuffles, split and augmentation [preset: 0]."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random shifts, rotations, scalings, stroke widths per epoch [preset]."),
+    val_split: Optional[float] = typer.Option(None, "--val-split", help="Share of the training split held out to pick the best epoch [preset]."),
+    out: Path = typer.Option(Path("models/digitnet.npz"), "--out", "-o", help="Where to write the model."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite --out if it exists."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue training this model (its layers; options override its config)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="BLAS threads (default: all cores).", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end instead of tables."),
+):
+    """Train a network on a data set and save it as a model file."""
+    from digitnet import modelfile, training
+    from digitnet.datasets import load_dataset
+    from digitnet.errors import UsageError
+    from digitnet.metrics import evaluate
+    from digitnet.render import make_console
+
+    if out.exists() and not force and (resume is None or resume.resolve() != out.resolve()):
+        raise UsageError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name such as {out / 'digitnet.npz'}")
+    overrides = dict(hidden=parse_ints(hidden, "--hidden") if hidden else None, activation=activation, cost=cost,
+                     epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, l2=l2, schedule=schedule,
+                     seed=seed, augment=augment, val_split=val_split)
+    previous, history = None, None
+    if resume is not None:
+        previous = modelfile.load_model(resume)
+        base = training.TrainConfig.from_json(previous.config)
+        base = training.TrainConfig(**{**base.__dict__, "hidden": previous.network.sizes[1:-1],
+                                       "activation": previous.network.activation, "cost": previous.network.cost})
+        if any(overrides[k] is not None for k in ("hidden", "activation", "cost")):
+            raise UsageError("--resume keeps the model's layers, activation and cost; drop --hidden/--activation/--cost")
+        from dataclasses import replace
+        config = replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+        history = previous.history
+        if data == "embedded" and previous.dataset.get("spec"):
+            data = previous.dataset["spec"]
+    else:
+        config = training.resolve_config(preset, **overrides)
+    dataset = load_dataset(data)
+
+    err = make_console(stderr=True)
+    progress_view = _ProgressView(err, config, len(dataset.train_labels), quiet=False)
+    with progress_view:
+        result = training.train(dataset, config, resume=previous.network if previous else None, history=history,
+                                threads=threads, on_chunk=progress_view.chunk, on_epoch=progress_view.epoch)
+    model = training.model_from_result(result, dataset, config, data, {"preset": preset if resume is None else None})
+    modelfile.save_model(model, out)
+    report = evaluate(model, *dataset.split("test")) if len(dataset.test_labels) else None
+    summary = {
+        "accuracy": report["accuracy"] if report else (result.history[-1]["val_accuracy"] if result.history else None),
+        "test_accuracy": report["accuracy"] if report else None,
+        "val_accuracy": max((h["val_accuracy"] or 0 for h in result.history), default=None),
+        "loss": report["loss"] if report else None,
+        "epochs": len(result.history), "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
+        "stopped": result.stopped, "out": str(out), "data": data, "config": config.to_json(),
+    }
+    if as_json:
+        dump_json(summary)
+    else:
+        from digitnet.cli.evaluate import render_report
+        from digitnet.render import history_table
+
+        con = make_console()
+        con.print(history_table(result.history, result.best_epoch))
+        if report:
+            render_report(con, report, model.class_names, title=f"Test split of {dataset.name} ({report['n']:,} images)")
+        con.print(f"Saved {out}  (best epoch {result.best_epoch} of {len(result.history)}, "
+                  f"{result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)")
+    if result.stopped == "interrupted":
+        err.print(f"Interrupted: saved the best model so far to {out}")
+        raise typer.Exit(EXIT_SIGNAL.get(result.signal, 130))
+
+
+class _ProgressView:
+    """Live progress on stderr: a rich bar per epoch on a terminal, one line per epoch otherwise."""
+
+    def __init__(self, console, config, n, quiet=False):
+        self.console, self.config, self.quiet = console, config, quiet
+        self.live = console.is_terminal and not quiet
+        self.progress = None
+        self.task = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("epoch {task.fields[epoch]:>3}/{task.fields[of]}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}"),
+                                     TimeRemainingColumn(), console=self.console, transient=False)
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+    def chunk(self, epoch, done, total, loss, acc):
+        if not self.progress:
+            return
+        if self.task is None or self.progress.tasks[self.task].fields["epoch"] != epoch + 1:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("train", total=total, epoch=epoch + 1, of=self.config.epochs, loss=loss, acc=acc)
+        self.progress.update(self.task, completed=done, loss=loss, acc=acc)
+
+    def epoch(self, s):
+        val = f"  val acc {s.val_accuracy:.2%}" if s.val_accuracy is not None else ""
+        line = f"epoch {s.epoch:>3}: loss {s.loss:.4f}  train acc {s.accuracy:.2%}{val}  {s.seconds:.2f} s  {s.samples_per_second:,.0f} samples/s"
+        if self.progress:
+            self.progress.console.print(line, soft_wrap=True)
+        elif not self.quiet:
+            self.console.print(line, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the app."""
+    app.command("train", help="Train a network on a data set and save it as a model file.\n" + EXAMPLE)(handle_errors(train_command))

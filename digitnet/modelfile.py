@@ -1,0 +1,170 @@
+"""The model file: a ``.npz`` holding ``W1, b1, … WL, bL`` (float32) and ``meta``, one JSON
+string in a 0-d unicode array. Loaded with ``allow_pickle=False`` and validated against the
+registries and the array shapes; written atomically (temporary file, fsync, ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from digitnet import __version__
+from digitnet.errors import DigitnetError, ModelError
+from digitnet.network import ACTIVATIONS, COSTS, Network
+
+FORMAT = "digitnet-model"
+FORMAT_VERSION = 1
+MAX_LAYER_SIZE = 1 << 16
+
+
+@dataclass
+class Model:
+    """A network plus what describes it: class names, input shape, preprocessing, training
+    config, per-epoch history, data set identity, and anything else in ``meta``."""
+
+    network: Network
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int] = (28, 28)
+    preprocessing: str = "mnist"
+    config: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    dataset: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    path: str = ""
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class scores (n, n_classes) for images x (n, H, W) or (n, H*W), floats in [0, 1]."""
+        return self.network.predict_proba(np.asarray(x, np.float32).reshape(len(x), -1))
+
+    def to_meta(self) -> dict:
+        """The JSON metadata stored with the arrays."""
+        meta = dict(self.meta)
+        meta.update(format=FORMAT, format_version=FORMAT_VERSION, sizes=list(self.network.sizes),
+                    activation=self.network.activation, cost=self.network.cost,
+                    input_shape=list(self.input_shape), class_names=list(self.class_names),
+                    preprocessing=self.preprocessing, config=self.config, history=self.history,
+                    dataset=self.dataset, digitnet_version=__version__)
+        meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        return meta
+
+
+def save_model(model: Model, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` atomically: a crash leaves the old file or the new one.
+
+    The parent directory is created when missing. Returns the path written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DigitnetError(f"{path.parent}: cannot create the directory ({e.strerror})") from None
+    if path.is_dir():
+        raise DigitnetError(f"{path}: is a directory; give a file name such as {path / 'model.npz'}")
+    arrays = {}
+    for l, (W, b) in enumerate(zip(model.network.weights, model.network.biases), start=1):
+        arrays[f"W{l}"] = np.ascontiguousarray(W, np.float32)
+        arrays[f"b{l}"] = np.ascontiguousarray(b, np.float32)
+    arrays["meta"] = np.array(json.dumps(model.to_meta(), allow_nan=False))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise DigitnetError(f"{path}: cannot write here ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DigitnetError(f"{path}: could not write the model ({e.strerror})") from None
+        raise
+    return path
+
+
+def _meta_from(z, path: Path) -> dict:
+    if "meta" not in z.files:
+        raise ModelError(f"{path}: not a digitnet model (no 'meta' entry; it holds {', '.join(z.files[:6]) or 'nothing'})")
+    raw = z["meta"]
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise ModelError(f"{path}: 'meta' must be a JSON string, found {raw.dtype} {raw.shape}")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: metadata is not valid JSON ({e.msg})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a digitnet model (metadata format is {meta.get('format') if isinstance(meta, dict) else None!r})")
+    return meta
+
+
+def _check(cond: bool, path: Path, what: str) -> None:
+    if not cond:
+        raise ModelError(f"{path}: {what}")
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Load and validate a model file; ModelError says what is wrong. Never unpickles."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not a model file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = _meta_from(z, path)
+            version = meta.get("format_version")
+            _check(version == FORMAT_VERSION, path, f"model format version {version!r} is not supported (this digitnet reads {FORMAT_VERSION})")
+            sizes = meta.get("sizes")
+            _check(isinstance(sizes, list) and len(sizes) >= 2 and all(isinstance(s, int) and 0 < s <= MAX_LAYER_SIZE for s in sizes),
+                   path, f"layer sizes {sizes!r} are not a list of positive whole numbers")
+            act, cost = meta.get("activation"), meta.get("cost")
+            _check(act in ACTIVATIONS, path, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
+            _check(cost in COSTS, path, f"unknown cost {cost!r} (known: {', '.join(COSTS)})")
+            net = Network(sizes, act, cost)
+            expected = {f"{k}{l}" for l in range(1, len(sizes)) for k in "Wb"} | {"meta"}
+            _check(set(z.files) == expected, path, f"arrays {sorted(set(z.files) - {'meta'})} do not match {len(sizes) - 1} layers")
+            for l, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
+                for name, target in ((f"W{l}", W), (f"b{l}", b)):
+                    arr = z[name]
+                    _check(arr.dtype == np.float32, path, f"{name} is {arr.dtype}, expected float32")
+                    _check(arr.shape == target.shape, path, f"{name} has shape {arr.shape} but the metadata's layer sizes need {target.shape}")
+                    _check(bool(np.isfinite(arr).all()), path, f"{name} holds NaN or infinite values")
+                    target[...] = arr
+    except ModelError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ModelError(f"{path}: holds object arrays (pickled data); digitnet never unpickles, refused") from None
+        raise ModelError(f"{path}: not a readable model file ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise ModelError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+    names = meta.get("class_names")
+    _check(isinstance(names, list) and len(names) == sizes[-1] and all(isinstance(c, str) for c in names),
+           path, f"class names {names!r} do not match the {sizes[-1]} outputs")
+    shape = meta.get("input_shape")
+    _check(isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)
+           and shape[0] * shape[1] == sizes[0], path, f"input shape {shape!r} does not match the {sizes[0]} inputs")
+    return Model(net, tuple(names), tuple(shape), str(meta.get("preprocessing", "mnist")), meta.get("config") or {},
+                 meta.get("history") or [], meta.get("dataset") or {}, meta, str(path))
+
+
+def default_model_path() -> Path:
+    """The model used when none is named: $DIGITNET_MODEL, else the shipped default
+    (inside the installed package, or ``models/`` of a checkout)."""
+    env = os.environ.get("DIGITNET_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models" / "digitnet.npz", here.parent / "models" / "digitnet.npz"):
+        if candidate.is_file():
+            return candidate
+    return here.parent / "models" / "digitnet.npz"
