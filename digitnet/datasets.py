@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from digitnet.errors import DataError
 from digitnet.idx import read_idx
+from digitnet.npzfile import read_npz
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -195,27 +195,18 @@ def _load_idx_dir(directory: Path, name: str, class_names) -> Dataset:
 
 
 def _load_npz(path: Path, name: str, class_names=None) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if "class_names" in keys and class_names is None:
-                class_names = tuple(str(c) for c in z["class_names"])
-            for tr_i, tr_l, te_i, te_l in NPZ_KEYS:
-                if {tr_i, tr_l} <= keys:
-                    test = (z[te_i], z[te_l]) if {te_i, te_l} <= keys else (None, None)
-                    return make_dataset(name, z[tr_i], z[tr_l], *test, class_names, str(path))
-            if {"images", "labels"} <= keys:
-                return make_dataset(name, z["images"], z["labels"], None, None, class_names, str(path))
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise DataError(f"{path}: holds object arrays (pickled data); digitnet never unpickles, refused") from None
-        raise DataError(f"{path}: not a readable .npz data set ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise DataError(f"{path}: not a readable .npz data set ({e})") from None
+    z = read_npz(path, DataError, "an .npz data set")
+    if "class_names" in z and class_names is None:
+        names = z["class_names"]
+        if names.dtype.kind != "U" or names.ndim != 1:
+            raise DataError(f"{path}: class_names must be a 1-D array of strings")
+        class_names = tuple(str(c) for c in names)
+    for tr_i, tr_l, te_i, te_l in NPZ_KEYS:
+        if tr_i in z and tr_l in z:
+            test = (z[te_i], z[te_l]) if te_i in z and te_l in z else (None, None)
+            return make_dataset(name, z[tr_i], z[tr_l], *test, class_names, str(path))
+    if "images" in z and "labels" in z:
+        return make_dataset(name, z["images"], z["labels"], None, None, class_names, str(path))
     raise DataError(f"{path}: no image/label arrays (expected train_images/train_labels[/test_*], x_train/y_train, or images/labels)")
 
 

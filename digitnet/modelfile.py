@@ -9,7 +9,6 @@ import datetime as _dt
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from digitnet import __version__
 from digitnet.errors import DigitnetError, ModelError
 from digitnet.network import ACTIVATIONS, COSTS, Network
+from digitnet.npzfile import read_npz
 
 FORMAT = "digitnet-model"
 FORMAT_VERSION = 1
@@ -91,9 +91,9 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     return path
 
 
-def _meta_from(z, path: Path) -> dict:
-    if "meta" not in z.files:
-        raise ModelError(f"{path}: not a digitnet model (no 'meta' entry; it holds {', '.join(z.files[:6]) or 'nothing'})")
+def _meta_from(z: dict, path: Path) -> dict:
+    if "meta" not in z:
+        raise ModelError(f"{path}: not a digitnet model (no 'meta' entry; it holds {', '.join(list(z)[:6]) or 'nothing'})")
     raw = z["meta"]
     if raw.dtype.kind != "U" or raw.shape != ():
         raise ModelError(f"{path}: 'meta' must be a JSON string, found {raw.dtype} {raw.shape}")
@@ -114,39 +114,26 @@ def _check(cond: bool, path: Path, what: str) -> None:
 def load_model(path: str | os.PathLike) -> Model:
     """Load and validate a model file; ModelError says what is wrong. Never unpickles."""
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    if path.is_dir():
-        raise ModelError(f"{path}: is a directory, not a model file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = _meta_from(z, path)
-            version = meta.get("format_version")
-            _check(version == FORMAT_VERSION, path, f"model format version {version!r} is not supported (this digitnet reads {FORMAT_VERSION})")
-            sizes = meta.get("sizes")
-            _check(isinstance(sizes, list) and len(sizes) >= 2 and all(isinstance(s, int) and 0 < s <= MAX_LAYER_SIZE for s in sizes),
-                   path, f"layer sizes {sizes!r} are not a list of positive whole numbers")
-            act, cost = meta.get("activation"), meta.get("cost")
-            _check(act in ACTIVATIONS, path, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
-            _check(cost in COSTS, path, f"unknown cost {cost!r} (known: {', '.join(COSTS)})")
-            net = Network(sizes, act, cost)
-            expected = {f"{k}{l}" for l in range(1, len(sizes)) for k in "Wb"} | {"meta"}
-            _check(set(z.files) == expected, path, f"arrays {sorted(set(z.files) - {'meta'})} do not match {len(sizes) - 1} layers")
-            for l, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
-                for name, target in ((f"W{l}", W), (f"b{l}", b)):
-                    arr = z[name]
-                    _check(arr.dtype == np.float32, path, f"{name} is {arr.dtype}, expected float32")
-                    _check(arr.shape == target.shape, path, f"{name} has shape {arr.shape} but the metadata's layer sizes need {target.shape}")
-                    _check(bool(np.isfinite(arr).all()), path, f"{name} holds NaN or infinite values")
-                    target[...] = arr
-    except ModelError:
-        raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise ModelError(f"{path}: holds object arrays (pickled data); digitnet never unpickles, refused") from None
-        raise ModelError(f"{path}: not a readable model file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise ModelError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+    z = read_npz(path, ModelError, "a digitnet model")
+    meta = _meta_from(z, path)
+    version = meta.get("format_version")
+    _check(version == FORMAT_VERSION, path, f"model format version {version!r} is not supported (this digitnet reads {FORMAT_VERSION})")
+    sizes = meta.get("sizes")
+    _check(isinstance(sizes, list) and len(sizes) >= 2 and all(type(s) is int and 0 < s <= MAX_LAYER_SIZE for s in sizes),
+           path, f"layer sizes {sizes!r} are not a list of positive whole numbers")
+    act, cost = meta.get("activation"), meta.get("cost")
+    _check(act in ACTIVATIONS, path, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
+    _check(cost in COSTS, path, f"unknown cost {cost!r} (known: {', '.join(COSTS)})")
+    net = Network(sizes, act, cost)
+    expected = {f"{k}{l}" for l in range(1, len(sizes)) for k in "Wb"} | {"meta"}
+    _check(set(z) == expected, path, f"arrays {sorted(set(z) - {'meta'})} do not match {len(sizes) - 1} layers")
+    for l, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
+        for name, target in ((f"W{l}", W), (f"b{l}", b)):
+            arr = z[name]
+            _check(arr.dtype == np.float32, path, f"{name} is {arr.dtype}, expected float32")
+            _check(arr.shape == target.shape, path, f"{name} has shape {arr.shape} but the metadata's layer sizes need {target.shape}")
+            _check(bool(np.isfinite(arr).all()), path, f"{name} holds NaN or infinite values")
+            target[...] = arr
     names = meta.get("class_names")
     _check(isinstance(names, list) and len(names) == sizes[-1] and all(isinstance(c, str) for c in names),
            path, f"class names {names!r} do not match the {sizes[-1]} outputs")
