@@ -1,0 +1,98 @@
+"""Prediction over any inputs: read them in batches, run the NumPy forward pass, yield one row each.
+
+The library behind ``digitnet predict``. Rows come out in input order, one per image (an
+array or IDX file gives one row per image in it), as soon as their batch is predicted, so a
+caller can stream them. A bad input is a row with ``error`` set, never an exception.
+Nothing here imports numba: only the model file and ``Network.predict_proba``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from digitnet.errors import ModelError, UsageError
+from digitnet.inputs import ARRAY_CHUNK, IMAGE_CHUNK, iter_batches
+from digitnet.modelfile import Model
+
+# Below this confidence an answer is flagged: the network's top score is not a guarantee
+# (it is confidently wrong on noise), but a low one is a sure sign of doubt.
+LOW_CONFIDENCE = 0.6
+
+
+@dataclass
+class Row:
+    """One prediction: the input's name, the label, its class name, its confidence, the
+    top-k (label, score) pairs; ``probs`` (n_classes,) and ``image`` (the H×W input the
+    network saw) when asked for; or ``error`` (and nothing else) when the input failed."""
+
+    input: str
+    label: int | None = None
+    name: str | None = None
+    confidence: float | None = None
+    top: list[tuple[int, float]] = field(default_factory=list)
+    probs: np.ndarray | None = None
+    image: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def low_confidence(self) -> bool:
+        """True when the top score is below LOW_CONFIDENCE."""
+        return self.confidence is not None and self.confidence < LOW_CONFIDENCE
+
+
+def preprocessor(model: Model, preprocess: bool = True):
+    """The function (gray (H, W) -> model input (h, w)) for image files: the model's own
+    preprocessing (its metadata names it), or a plain resize when ``preprocess`` is False."""
+    from digitnet.preprocess import PREPROCESSORS, resize_plain
+
+    h, w = model.input_shape
+    if h != w:
+        raise ModelError(f"{model.path}: input shape {h}×{w} is not square; image preprocessing needs a square input")
+    if not preprocess:
+        return functools.partial(resize_plain, size=h)
+    fn = PREPROCESSORS.get(model.preprocessing)
+    if fn is None:
+        raise ModelError(f"{model.path}: unknown preprocessing {model.preprocessing!r} (known: {', '.join(PREPROCESSORS)})")
+    return functools.partial(fn, size=h)
+
+
+def scores(model: Model, images: np.ndarray) -> np.ndarray:
+    """Class scores (n, n_classes) summing to 1 per row for images (n, H, W): softmax outputs
+    as they are; sigmoid outputs (quadratic-cost models) divided by their sum."""
+    out = model.predict_proba(images)
+    if model.network.cost != "cross-entropy":
+        out = out / np.maximum(out.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    return out
+
+
+def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = True, top_k: int = 3,
+                   keep_probs: bool = False, keep_images: bool = False, stdin=None,
+                   image_chunk: int = IMAGE_CHUNK, array_chunk: int = ARRAY_CHUNK) -> Iterator[Row]:
+    """Predict every input (paths, directories, ``-``, .npy, IDX, CSV: see digitnet.inputs)
+    and yield one Row per image, in input order, batch by batch.
+
+    ``top_k`` pairs are kept per row (1 ≤ top_k ≤ n_classes); ``keep_probs`` keeps the score
+    vector, ``keep_images`` the input the network saw (for ``--show``).
+    """
+    n_classes = len(model.class_names)
+    if not 1 <= top_k <= n_classes:
+        raise UsageError(f"--top-k must be between 1 and {n_classes}, got {top_k}")
+    prep = preprocessor(model, preprocess)
+    for batch in iter_batches(inputs, model.input_shape, prep, stdin=stdin,
+                              image_chunk=image_chunk, array_chunk=array_chunk):
+        p = scores(model, batch.images)                                   # (k, n_classes)
+        order = np.argsort(-p, axis=1, kind="stable")[:, :top_k]          # (k, top_k)
+        top_p = np.take_along_axis(p, order, axis=1)                      # (k, top_k)
+        labels, conf = order[:, 0].tolist(), top_p[:, 0].tolist()
+        order_l, top_l = order.tolist(), top_p.tolist()
+        for i, name in enumerate(batch.names):
+            if batch.errors[i] is not None:
+                yield Row(name, error=batch.errors[i])
+                continue
+            yield Row(name, labels[i], model.class_names[labels[i]], conf[i],
+                      list(zip(order_l[i], top_l[i])),
+                      p[i] if keep_probs else None, batch.images[i] if keep_images else None)

@@ -1,0 +1,169 @@
+"""Images as the network saw its training digits: reading picture files and MNIST-style preprocessing.
+
+MNIST digits are white ink on black, the ink's bounding box scaled (keeping its aspect ratio,
+anti-aliased) so the longer side is 20 px, then placed in a 28×28 field with the centre of
+mass at the centre (pixel (14, 14), which is where the real MNIST digits have it on average).
+A person's image is usually dark ink on light paper, of any size, anywhere in the frame:
+``to_mnist`` closes that gap. ``resize_plain`` is what ``--no-preprocess`` feeds instead.
+
+Every function takes and returns float32 arrays with values in [0, 1]; 1 is white.
+Pillow is imported here, so import this module only in commands that read images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digitnet.errors import DataError
+
+# Refused before decoding: a 100-megapixel greyscale image is already 400 MB as float32.
+MAX_PIXELS = 100_000_000
+# JPEG (and some other) decoders can decode at 1/2, 1/4, 1/8 scale for free; a digit keeps
+# plenty of detail at this many pixels on the shorter side.
+DRAFT_SIZE = 512
+# Ink brighter than the background by less than this (on a 0-1 scale) is no ink at all.
+MIN_CONTRAST = 0.08
+# Pixels above this fraction of the ink's contrast decide the bounding box (JPEG ringing
+# and paper texture stay below it); fainter pixels inside the box are kept, anti-aliasing.
+INK_THRESHOLD = 0.3
+MNIST_SIZE, MNIST_BOX = 28, 20
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as greyscale float32 (H, W) in [0, 1] (1 = white).
+
+    PNG, JPEG, BMP, GIF, TIFF and anything else Pillow reads (first frame only); transparent
+    pixels are composited onto white, the EXIF orientation is applied. Raises DataError with
+    one line for a missing/unreadable file, a file that is not an image, or an image of more
+    than MAX_PIXELS pixels (refused from its header, before decoding).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise DataError(f"{path}: {w}×{h} image is too large ({w * h / 1e6:.0f} megapixels; "
+                                    f"the limit is {MAX_PIXELS / 1e6:.0f})")
+                if im.format == "JPEG":
+                    im.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
+                im = ImageOps.exif_transpose(im)
+                return _to_gray(im)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: refused as a decompression bomb ({e})") from None
+    except PermissionError:
+        raise DataError(f"{path}: cannot read (permission denied)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        # truncated or corrupt data surfaces while decoding
+        raise DataError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def _to_gray(im: Image.Image) -> np.ndarray:
+    """A decoded Pillow image -> float32 (H, W) in [0, 1], alpha composited onto white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and float greyscale: Pillow's convert("L") would clip, so scale here.
+        a = np.asarray(im, np.float32)
+        top = 65535.0 if im.mode != "F" else max(float(a.max(initial=0)), 1.0)
+        return np.clip(a / top, 0, 1).astype(np.float32)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    gray = np.asarray(im.convert("L"), np.float32)
+    return gray * np.float32(1 / 255)
+
+
+def _ink_bright(gray: np.ndarray) -> np.ndarray:
+    """Detect polarity from the border (the paper) and return the image with ink bright:
+    dark ink on light paper is inverted. Then subtract the paper's level and stretch the
+    ink's contrast to [0, 1]. Raises DataError when there is no ink."""
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    paper = float(np.median(border))
+    if paper > 0.5:
+        gray, paper = 1.0 - gray, 1.0 - paper
+    contrast = float(gray.max()) - paper
+    if contrast < MIN_CONTRAST:
+        raise DataError("no digit found: the image is blank (no ink stands out from the background)")
+    return np.clip((gray - paper) / contrast, 0, 1).astype(np.float32)
+
+
+def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pixels above INK_THRESHOLD, half-open."""
+    mask = ink > INK_THRESHOLD
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+def _resize(a: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Anti-aliased resize of a float image with Pillow (mode "F")."""
+    out = Image.fromarray(np.ascontiguousarray(a, np.float32), mode="F").resize((width, height), Image.Resampling.LANCZOS,
+                                                                                  reducing_gap=3.0)
+    return np.asarray(out, np.float32)
+
+
+def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> np.ndarray:
+    """MNIST preprocessing of a greyscale image (H, W) in [0, 1] -> float32 (size, size) in
+    [0, 1], white ink on black.
+
+    Steps, as LeCun et al. made MNIST: detect polarity (dark ink on light paper is inverted)
+    -> remove the background level -> crop to the ink's bounding box -> scale the longer side
+    to ``box`` px keeping the aspect ratio, anti-aliased -> paste into size×size shifted so
+    the centre of mass is at pixel (size/2, size/2). A blank image (nothing stands out from
+    the background) raises DataError rather than feeding the network an empty field.
+    """
+    gray = np.asarray(gray, np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise DataError("the image holds NaN or infinite values")
+    ink = _ink_bright(gray)
+    top, bottom, left, right = _ink_box(ink)
+    ink = ink[top:bottom, left:right]
+    h, w = ink.shape
+    scale = box / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    digit = np.clip(_resize(ink, nw, nh), 0, 1)
+    peak = float(digit.max())
+    if peak > 0:
+        digit /= peak  # a thin stroke averaged down by the resize stays as bright as MNIST ink
+    out = np.zeros((size, size), np.float32)
+    mass = float(digit.sum())
+    cy = float(digit.sum(axis=1) @ np.arange(nh)) / mass
+    cx = float(digit.sum(axis=0) @ np.arange(nw)) / mass
+    # top-left corner that puts the centre of mass on (size/2, size/2), kept inside the field
+    y0 = min(max(int(round(size / 2 - cy)), 0), size - nh)
+    x0 = min(max(int(round(size / 2 - cx)), 0), size - nw)
+    out[y0:y0 + nh, x0:x0 + nw] = digit
+    return out
+
+
+def resize_plain(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
+    """What ``--no-preprocess`` feeds: the whole image resized to size×size (anti-aliased,
+    aspect ratio not kept), float32 in [0, 1]. It does NOT invert: a dark-on-light image
+    reaches the network dark-on-light, which is the point of comparing with ``to_mnist``."""
+    gray = np.asarray(gray, np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise DataError("the image holds NaN or infinite values")
+    return np.clip(_resize(gray, size, size), 0, 1)
+
+
+# The model file's "preprocessing" names one of these.
+PREPROCESSORS = {"mnist": to_mnist, "none": resize_plain}
