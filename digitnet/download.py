@@ -320,3 +320,34 @@ def source_for(name: str) -> Source:
         hint = " (it ships inside digitnet: nothing to download)" if name == "embedded" else ""
         raise DataError(f"cannot download {name!r}{hint}; downloadable: {known}")
     return SOURCES[name]
+
+
+def local_status(name: str) -> dict:
+    """Where a known data set is on this machine: ``present``, ``path``, ``size`` (bytes on
+    disk), ``train``/``test`` counts (from the IDX headers, not the data), ``downloadable``."""
+    from digitnet.datasets import KNOWN, find_idx_files, known_locations
+    from digitnet.idx import read_idx_header
+
+    status = {"name": name, "description": KNOWN[name].description, "classes": len(KNOWN[name].class_names),
+              "present": False, "path": None, "size": 0, "train": None, "test": None, "downloadable": name in SOURCES}
+    if name == "embedded":
+        from importlib import resources
+
+        import numpy as np
+
+        with resources.as_file(resources.files("digitnet") / "resources" / "mnist-embedded.npz") as p:
+            with np.load(p, allow_pickle=False) as z:
+                status.update(present=True, path=str(p), size=p.stat().st_size,
+                              train=len(z["train_labels"]), test=len(z["test_labels"]))
+        return status
+    for directory in known_locations(name):
+        files = find_idx_files(directory) if directory.is_dir() else None
+        if files:
+            try:
+                train, test = (read_idx_header(files[r])[1][0] for r in ("train_labels", "test_labels"))
+            except DataError:
+                train = test = None
+            status.update(present=True, path=str(directory), size=sum(f.stat().st_size for f in files.values()),
+                          train=train, test=test)
+            break
+    return status
