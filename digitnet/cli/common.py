@@ -66,7 +66,7 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     """'16,16' -> (16, 16); raises UsageError naming ``option`` on anything else."""
     from digitnet.errors import UsageError
 
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in text.split(",")]
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:

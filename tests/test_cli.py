@@ -1,0 +1,95 @@
+"""The CLI's train and evaluate commands, help for every command, and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from digitnet.cli import app
+from digitnet.modelfile import load_model
+
+DIGITNET = Path(sys.executable).with_name("digitnet")
+runner = CliRunner()
+
+
+def all_commands(group, prefix=()):
+    """Every leaf command of a Typer group, as a tuple of names."""
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from all_commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,)
+
+
+def test_every_command_has_help_with_an_example():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    commands = list(all_commands(root))
+    assert {"train", "evaluate"} <= {c[0] for c in commands}
+    for path in commands:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example" in result.output, f"{' '.join(path)} --help has no example"
+
+
+def test_train_json_and_evaluate_json(tmp_path):
+    out = tmp_path / "m.npz"
+    r = runner.invoke(app, ["train", "--hidden", "16", "--epochs", "2", "--no-augment", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"accuracy", "epochs", "seconds", "samples_per_second", "out"} <= set(summary)
+    assert summary["epochs"] == 2 and summary["out"] == str(out) and 0.5 < summary["accuracy"] <= 1
+    model = load_model(out)
+    assert model.network.sizes == (784, 16, 10) and model.config["augment"] is False
+    r = runner.invoke(app, ["evaluate", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert report["n"] == 2000 and len(report["confusion_matrix"]) == 10
+    assert {"label", "name", "precision", "recall", "f1", "support"} <= set(report["per_class"][0])
+
+
+def test_train_refuses_to_overwrite_without_force(tmp_path):
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"precious")
+    r = runner.invoke(app, ["train", "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 2 and "--force" in r.output
+    assert out.read_bytes() == b"precious"
+
+
+def test_evaluate_renders_plain_tables(tiny_model):
+    r = runner.invoke(app, ["evaluate", str(tiny_model)])
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.output and "Confusion matrix" in r.output and "\x1b[" not in r.output
+    assert "Most confused" in r.output
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["train", "--epochs", "0"], 2, "--epochs"),
+    (["train", "--hidden", "16,x"], 2, "--hidden"),
+    (["train", "--activation", "gelu"], 2, "sigmoid, relu, tanh"),
+    (["train", "--preset", "big"], 2, "3b1b"),
+    (["train", "--data", "/nonexistent"], 1, "no such data set"),
+    (["evaluate", "/nonexistent.npz"], 1, "no such file"),
+    (["evaluate", "--split", "val"], 2, "--split"),
+])
+def test_usage_and_data_errors_are_one_line(tmp_path, args, code, message):
+    args = args + (["--out", str(tmp_path / "x.npz")] if args[0] == "train" else [])
+    r = runner.invoke(app, args)
+    assert r.exit_code == code, r.output
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_console_script_and_python_dash_m(tiny_model):
+    r = subprocess.run([str(DIGITNET), "evaluate", str(tiny_model), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["n"] == 2000
+    r = subprocess.run([sys.executable, "-m", "digitnet", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("digitnet ")
+    r = subprocess.run([str(DIGITNET), "evaluate", "/no/such.npz"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
