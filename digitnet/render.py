@@ -1,9 +1,10 @@
-"""Terminal rendering: digits, diverging weight heat maps, confusion matrices, bars and charts.
+"""Rendering: digits, diverging weight heat maps, activations, confusion matrices, bars and
+charts for the terminal, and the same pictures as RGB arrays for image files.
 
-Two modes, chosen per console: colour (24-bit/256-colour cells, with "▀" half blocks so one
-text line shows two pixel rows) and plain characters from the ramp `` .:-=+*#%@`` when the
-console has no colour (``NO_COLOR``, a pipe, a dumb terminal). Functions return rich
-renderables or plain strings; nothing here prints on its own.
+Two terminal modes, chosen per console: colour (24-bit/256-colour cells, with "▀" half blocks
+so one text line shows two pixel rows) and plain characters from the ramp `` .:-=+*#%@`` when
+the console has no colour (``NO_COLOR``, a pipe, a dumb terminal). Functions return rich
+renderables, plain strings or arrays; nothing here prints or writes on its own.
 """
 
 from __future__ import annotations
@@ -51,20 +52,25 @@ def ramp_char(v: float) -> str:
 
 
 def _cells(values: np.ndarray, color_of, plain: bool, to_unit) -> Text:
-    """Render a 2-D array: half blocks in colour, or one ramp character per pair of rows."""
+    """Render a 2-D array: half blocks in colour, or one ramp character per pair of rows.
+    NaN cells are left blank (used to pad images with an odd height and ragged layouts)."""
     h, w = values.shape
     if h % 2:
         values = np.vstack([values, np.full((1, w), np.nan)])
     text = Text()
     for r in range(0, values.shape[0], 2):
         for c in range(w):
-            top, bottom = values[r, c], values[r + 1, c]
+            top, bottom = float(values[r, c]), float(values[r + 1, c])
             if plain:
                 pair = [v for v in (top, bottom) if not np.isnan(v)]
-                text.append(ramp_char(to_unit(float(np.mean(pair)))))
+                text.append(ramp_char(to_unit(sum(pair) / len(pair))) if pair else " ")
+            elif np.isnan(top) and np.isnan(bottom):
+                text.append(" ")
+            elif np.isnan(top):
+                text.append("▄", style=color_of(bottom))
             else:
-                bg = "black" if np.isnan(bottom) else color_of(float(bottom))
-                text.append(HALF, style=f"{color_of(float(top))} on {bg}")
+                bg = "default" if np.isnan(bottom) else color_of(bottom)
+                text.append(HALF, style=f"{color_of(top)} on {bg}")
         if r + 2 < values.shape[0]:
             text.append("\n")
     return text
@@ -166,3 +172,237 @@ def per_class_table(per_class: list[dict]) -> Table:
         name = row["name"] if row["name"] == str(row["label"]) else f"{row['label']} {row['name']}"
         table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: blocks of text side by side
+
+def tile(blocks, width: int, gap: int = 2) -> Text:
+    """Place multi-line Text blocks left to right, starting a new row (after a blank line)
+    whenever the next block would pass ``width`` columns. Blocks keep their own widths."""
+    rows, row, used = [], [], 0
+    for block in blocks:
+        block = block if isinstance(block, Text) else Text(str(block))
+        lines = list(block.split("\n", allow_blank=True))
+        w = max((line.cell_len for line in lines), default=0)
+        if row and used + gap + w > width:
+            rows.append(row)
+            row, used = [], 0
+        used += (gap if row else 0) + w
+        row.append((lines, w))
+    if row:
+        rows.append(row)
+    out = Text()
+    for i, row in enumerate(rows):
+        if i:
+            out.append("\n\n")
+        height = max(len(lines) for lines, _ in row)
+        for k in range(height):
+            line = Text()
+            for j, (lines, w) in enumerate(row):
+                piece = lines[k].copy() if k < len(lines) else Text()
+                if j < len(row) - 1:
+                    piece.pad_right(w + gap - piece.cell_len)
+                line.append_text(piece)
+            line.rstrip()
+            out.append_text(line)
+            if k < height - 1:
+                out.append("\n")
+    return out
+
+
+def labelled(label: str, body: Text, style: str = "bold", fit: bool = True) -> Text:
+    """``body`` under a one-line ``label``, cut to the body's width when ``fit`` (else the
+    label may make the block wider)."""
+    w = max((line.cell_len for line in body.split("\n", allow_blank=True)), default=0)
+    out = Text()
+    out.append(label if not fit or len(label) <= max(w, 1) else label[:max(w - 1, 1)] + "…", style=style)
+    out.append("\n")
+    out.append_text(body)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+def robust_scale(values: np.ndarray, q: float = 99.0) -> float:
+    """The ``q``-th percentile of |values|: the magnitude drawn at full intensity, so one
+    outlying weight does not wash out the rest (values beyond it saturate). 1.0 if all zero."""
+    s = float(np.percentile(np.abs(values), q)) if np.size(values) else 0.0
+    return s if s > 0 else (float(np.abs(values).max(initial=0)) or 1.0)
+
+
+def pool_max_abs(values: np.ndarray, max_cols: int) -> tuple[np.ndarray, int]:
+    """Shrink a matrix (rows, cols) to at most ``max_cols`` columns, each cell the value of
+    largest magnitude (sign kept) in its block of k adjacent columns; returns (array, k)."""
+    rows, cols = values.shape
+    k = max(1, -(-cols // max(max_cols, 1)))
+    if k == 1:
+        return values, 1
+    padded = np.zeros((rows, -(-cols // k) * k), values.dtype)
+    padded[:, :cols] = values
+    blocks = padded.reshape(rows, -1, k)
+    pick = np.abs(blocks).argmax(axis=2)[..., None]
+    return np.take_along_axis(blocks, pick, axis=2)[..., 0], k
+
+
+def shrink2(images: np.ndarray) -> np.ndarray:
+    """Average 2×2 pixel blocks: (…, H, W) -> (…, ceil(H/2), ceil(W/2)), for compact grids."""
+    h, w = images.shape[-2:]
+    pad = [(0, 0)] * (images.ndim - 2) + [(0, h % 2), (0, w % 2)]
+    x = np.pad(np.asarray(images, np.float64), pad, mode="edge")
+    return x.reshape(*x.shape[:-2], x.shape[-2] // 2, 2, x.shape[-1] // 2, 2).mean(axis=(-3, -1))
+
+
+def heatmap_grid(maps: np.ndarray, labels, plain: bool, width: int, scales=None) -> Text:
+    """Diverging heat maps (k, H, W) side by side in rows fitting ``width`` columns, each under
+    its label; ``scales`` (k,) is each map's full-intensity magnitude (default: robust_scale)."""
+    scales = [robust_scale(m) for m in maps] if scales is None else scales
+    return tile([labelled(label, heatmap(m, plain, s)) for m, label, s in zip(maps, labels, scales)], width, gap=1)
+
+
+def digit_grid(images: np.ndarray, labels, plain: bool, width: int, styles=None) -> Text:
+    """Grey images (k, H, W) side by side in rows fitting ``width`` columns, each under its label."""
+    styles = styles or ["bold"] * len(images)
+    return tile([labelled(label, digit(img, plain), style) for img, label, style in zip(images, labels, styles)], width, gap=2)
+
+
+def diverging_rgb(values: np.ndarray) -> np.ndarray:
+    """Values in [-1, 1] (any shape) -> uint8 RGB (…, 3): blue negative, black zero, red
+    positive; the same colours as the terminal heat maps."""
+    v = np.clip(np.nan_to_num(np.asarray(values, np.float64)), -1.0, 1.0)
+    k = np.rint(255 * np.abs(v) ** 0.8).astype(np.int64)
+    neg = np.stack([k // 5, k // 3, k], axis=-1)
+    pos = np.stack([k, k // 5, k // 6], axis=-1)
+    return np.where((v < 0)[..., None], neg, pos).astype(np.uint8)
+
+
+def grey_rgb(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 RGB (…, 3) grey levels."""
+    g = np.rint(255 * np.clip(np.asarray(values, np.float64), 0.0, 1.0)).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def image_grid(tiles: np.ndarray, cols: int, zoom: int = 4, gap: int = 2, background=(128, 128, 128)) -> np.ndarray:
+    """RGB tiles (k, h, w, 3) enlarged ``zoom`` times (nearest neighbour) in a grid of ``cols``
+    columns, ``gap`` pixels apart: uint8 (rows·h·zoom + (rows−1)·gap, cols·w·zoom + (cols−1)·gap, 3)."""
+    k, h, w, _ = tiles.shape
+    cols = max(1, min(cols, k))
+    rows = -(-k // cols)
+    th, tw = h * zoom, w * zoom
+    out = np.empty((rows * th + (rows - 1) * gap, cols * tw + (cols - 1) * gap, 3), np.uint8)
+    out[...] = background
+    big = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        out[r * (th + gap):r * (th + gap) + th, c * (tw + gap):c * (tw + gap) + tw] = big[i]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations and outputs
+
+def activation_cells(values: np.ndarray, plain: bool, rows: int = 28, vmax: float | None = None) -> Text:
+    """One layer's activations (n,) as grey cells (black 0 … white ``vmax``), neurons filling
+    columns of ``rows`` top to bottom: in colour two neurons share a text line (half blocks),
+    in plain text each neuron is one ramp character, so the block is ``rows // 2`` lines high
+    and about twice as wide."""
+    v = np.asarray(values, np.float64).ravel()
+    vmax = vmax or float(v.max(initial=0)) or 1.0
+    per_col = max(1, rows // 2) if plain else max(2, rows)
+    cols = -(-v.size // per_col)
+    grid = np.full(cols * per_col, np.nan)
+    grid[:v.size] = np.clip(v / vmax, 0.0, 1.0)
+    grid = grid.reshape(cols, per_col).T                         # column-major: neuron i at (i % per_col, i // per_col)
+    if plain:
+        text = Text()
+        for r in range(per_col):
+            text.append("".join(" " if np.isnan(u) else ramp_char(u) for u in grid[r]).rstrip() or " ")
+            if r < per_col - 1:
+                text.append("\n")
+        return text
+    return _cells(grid, _grey, False, lambda u: u)
+
+
+def output_bars(outputs: np.ndarray, class_names, plain: bool, width: int = 12, mark: int | None = None) -> Text:
+    """Output activations (n,) one per line: class, bar, value; the winner (argmax, or ``mark``)
+    highlighted in colour and marked '<' in plain text."""
+    outputs = np.asarray(outputs, np.float64)
+    winner = int(outputs.argmax()) if mark is None else mark
+    names = [n if len(n) <= 6 else n[:5] + "…" for n in class_names]
+    pad = max(len(n) for n in names)
+    text = Text()
+    for i, (name, v) in enumerate(zip(names, outputs)):
+        line = f"{name:>{pad}} {bar(float(v), width, plain)} {v:6.1%}"
+        if i == winner:
+            text.append(line + (" <" if plain else " ◀"), style="bold green")
+        else:
+            text.append(line, style="dim" if v < 0.01 else "")
+        if i < len(outputs) - 1:
+            text.append("\n")
+    return text
+
+
+def count_bars(counts, class_names, plain: bool, width: int = 30) -> Text:
+    """Counts per class as bars (longest = ``width``), with count and share on each line."""
+    counts = np.asarray(counts, np.int64)
+    total, top = max(int(counts.sum()), 1), max(int(counts.max(initial=0)), 1)
+    names = [n if len(n) <= 8 else n[:7] + "…" for n in class_names]
+    pad = max(len(n) for n in names)
+    text = Text()
+    for i, (name, c) in enumerate(zip(names, counts)):
+        text.append(f"{name:>{pad}} {bar(c / top, width, plain)} {int(c):>6,} {c / total:6.1%}",
+                    style="bold" if c == top else ("dim" if c == 0 else ""))
+        if i < len(counts) - 1:
+            text.append("\n")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts
+
+def line_chart(series, plain: bool, height: int = 8, width: int = 60, fmt=lambda v: f"{v:.3f}", x_label: str = "epoch") -> Text:
+    """A small chart of one or more sequences sharing the y axis: ``series`` is a list of
+    (name, values, colour, mark, plain_mark); None values are skipped. One column per point
+    (two when there is room), resampled when there are more points than ``width``."""
+    data = [(name, np.array([np.nan if v is None else float(v) for v in values]), colour, mark, pmark)
+            for name, values, colour, mark, pmark in series]
+    finite = np.concatenate([d[1][np.isfinite(d[1])] for d in data]) if data else np.zeros(0)
+    if finite.size == 0:
+        return Text("(no history)", style="dim")
+    n = max(len(d[1]) for d in data)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    if 2 * n - 1 <= width:                                     # room to space the points out
+        cols, points = 2 * n - 1, [(2 * i, i) for i in range(n)]
+    else:                                                          # one column per point, resampled to fit
+        cols = min(width, n)
+        points = [(c, int(round(c * (n - 1) / max(cols - 1, 1)))) for c in range(cols)]
+    grid: list[list[tuple[str, str]]] = [[(" ", "")] * cols for _ in range(height)]
+    for name, v, colour, mark, pmark in data:
+        for c, i in points:
+            if i >= len(v) or not np.isfinite(v[i]):
+                continue
+            r = int(round((hi - v[i]) / (hi - lo) * (height - 1)))
+            grid[r][c] = (pmark if plain else mark, "" if plain else colour)
+    labels = [fmt(hi), fmt(lo)]
+    gutter = max(len(s) for s in labels)
+    text = Text()
+    for r in range(height):
+        label = labels[0] if r == 0 else labels[1] if r == height - 1 else ""
+        text.append(f"{label:>{gutter}} " + ("|" if plain else "┤" if label else "│"))
+        for ch, style in grid[r]:
+            text.append(ch, style=style)
+        text.rstrip()
+        text.append("\n")
+    text.append(" " * gutter + " " + ("+" + "-" * cols if plain else "└" + "─" * cols) + "\n")
+    first, last = "1", str(n)
+    axis = f"{x_label} {first}".ljust(max(cols - len(last), len(x_label) + 3)) + last
+    text.append(" " * (gutter + 2) + axis + "\n")
+    legend = Text(" " * (gutter + 2))
+    for j, (name, _, colour, mark, pmark) in enumerate(data):
+        legend.append(pmark if plain else mark, style="" if plain else colour)
+        legend.append(f" {name}" + ("   " if j < len(data) - 1 else ""))
+    text.append_text(legend)
+    return text

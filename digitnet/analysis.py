@@ -1,0 +1,333 @@
+"""Looking inside a trained network, as 3Blue1Brown's "Analyzing our neural network" does:
+parameter counts, one input's activations layer by layer, the network's verdict on pure
+noise, the input it "most likes" for a digit (gradient ascent on the pixels), and its most
+confidently wrong test digits. The views behind ``digitnet inspect``.
+
+Plain NumPy through ``Network.feedforward``: nothing here imports numba. A model's output
+activations are probabilities for softmax (cross-entropy) models and independent sigmoid
+values for quadratic-cost models; "confidence" below is the winner's output activation.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitnet.errors import DigitnetError, UsageError
+from digitnet.network import ACTIVATIONS, Network
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture and history
+
+def parameter_counts(net: Network) -> list[dict]:
+    """One row per weight layer l = 1..L: inputs, outputs, weight and bias counts."""
+    return [{"layer": l, "inputs": n_in, "outputs": n_out, "weights": n_in * n_out, "biases": n_out,
+             "parameters": n_in * n_out + n_out}
+            for l, (n_in, n_out) in enumerate(zip(net.sizes[:-1], net.sizes[1:]), start=1)]
+
+
+def history_series(history: list[dict]) -> dict[str, list]:
+    """The per-epoch history as columns: epoch, loss, accuracy, val_loss, val_accuracy (None
+    where an epoch has no validation)."""
+    keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+    return {k: [h.get(k) for h in history] for k in keys}
+
+
+def model_summary(model) -> dict:
+    """Everything ``inspect summary`` shows, JSON-ready: sizes, activation, cost, parameter
+    counts per layer and in all, data set, config, history and the final/best accuracies."""
+    net = model.network
+    layers = parameter_counts(net)
+    hist = model.history
+    best = model.meta.get("best_epoch")
+    best_row = next((h for h in hist if h.get("epoch") == best), None)
+    return {
+        "path": model.path, "sizes": list(net.sizes), "activation": net.activation, "cost": net.cost,
+        "output": "softmax" if net.cost == "cross-entropy" else "sigmoid",
+        "layers": layers, "parameters": sum(r["parameters"] for r in layers),
+        "class_names": list(model.class_names), "input_shape": list(model.input_shape),
+        "dataset": model.dataset, "config": model.config, "history": hist,
+        "epochs": len(hist), "best_epoch": best, "stopped": model.meta.get("stopped"),
+        "preset": model.meta.get("preset"), "created": model.meta.get("created"),
+        "final_train_accuracy": hist[-1].get("accuracy") if hist else None,
+        "final_val_accuracy": hist[-1].get("val_accuracy") if hist else None,
+        "best_val_accuracy": best_row.get("val_accuracy") if best_row else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Selecting layers and neurons
+
+def parse_neurons(text: str, n: int) -> np.ndarray:
+    """'0:16', '3', '1,5,9' or ':' -> sorted unique neuron indices below ``n`` (UsageError otherwise)."""
+    text = (text or ":").strip()
+    try:
+        if ":" in text:
+            lo, _, hi = text.partition(":")
+            start = int(lo) if lo.strip() else 0
+            stop = int(hi) if hi.strip() else n
+            idx = np.arange(max(start, 0), min(stop, n))
+        else:
+            idx = np.array(sorted({int(p) for p in text.split(",") if p.strip()}), np.int64)
+    except ValueError:
+        raise UsageError(f"--neurons: expected a range such as 0:16 or a list such as 1,5,9, got {text!r}") from None
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+        raise UsageError(f"--neurons {text!r}: this layer has neurons 0 to {n - 1}")
+    return idx.astype(np.int64)
+
+
+def layer_weights(net: Network, layer: int) -> np.ndarray:
+    """W_layer (n_out, n_in) for layer 1..L (layer 1 connects the pixels to the first hidden layer)."""
+    if not 1 <= layer <= net.n_layers:
+        raise UsageError(f"--layer {layer}: this network has weight layers 1 to {net.n_layers}")
+    return net.weights[layer - 1]
+
+
+def load_split(model, spec: str | None = None, split: str = "test"):
+    """(images uint8 (n, H, W), labels (n,), Dataset) of a data set split the model can read;
+    ``spec`` defaults to the data set the model was trained on (embedded when unrecorded)."""
+    from digitnet.datasets import load_dataset
+
+    if split not in ("test", "train"):
+        raise UsageError(f"--split must be test or train, not {split!r}")
+    spec = spec or model.dataset.get("spec") or "embedded"
+    dataset = load_dataset(spec)
+    if dataset.input_shape != tuple(model.input_shape) or dataset.n_classes != len(model.class_names):
+        raise UsageError(f"{spec}: {dataset.input_shape[0]}×{dataset.input_shape[1]} images in {dataset.n_classes} classes, "
+                         f"but the model takes {model.input_shape[0]}×{model.input_shape[1]} in {len(model.class_names)}")
+    images, labels = dataset.split(split)
+    return images, labels, dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# One input, layer by layer
+
+def layer_activations(model, image: np.ndarray) -> list[np.ndarray]:
+    """Activations [a_0 (pixels), a_1, …, a_L] of one image (H, W) floats in [0, 1], each 1-D."""
+    x = np.asarray(image, np.float32).reshape(1, -1)
+    if x.shape[1] != model.network.sizes[0]:
+        raise UsageError(f"the image has {x.shape[1]} pixels, the model takes {model.network.sizes[0]}")
+    return [a[0] for a in model.network.feedforward(x)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise
+
+@dataclass
+class NoiseReport:
+    """The network's answers for ``samples`` uniform-noise images: the first few images (k, H, W),
+    all predictions (n,) and confidences (n,), the count per class and the mean confidence."""
+
+    samples: int
+    seed: int
+    images: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    class_counts: np.ndarray
+    mean_confidence: float
+
+    def to_json(self, class_names) -> dict:
+        """JSON-ready summary (no images): samples, seed, mean_confidence, class_counts by name…"""
+        return {"samples": self.samples, "seed": self.seed, "mean_confidence": self.mean_confidence,
+                "median_confidence": float(np.median(self.confidence)),
+                "share_above_0.9": float((self.confidence > 0.9).mean()),
+                "class_counts": {name: int(c) for name, c in zip(class_names, self.class_counts)},
+                "first": [{"predicted": int(p), "name": class_names[p], "confidence": float(c)}
+                          for p, c in zip(self.predicted[:len(self.images)], self.confidence[:len(self.images)])]}
+
+
+def noise_experiment(model, samples: int = 1000, seed: int = 0, keep: int = 4) -> NoiseReport:
+    """Feed ``samples`` images of uniform noise in [0, 1] (seeded) and tally the answers: the
+    video's point that the network answers confidently even when there is nothing to see."""
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {samples}")
+    h, w = model.input_shape
+    x = np.random.default_rng(seed).random((samples, h * w), dtype=np.float32)
+    probs = model.network.predict_proba(x)                     # (samples, n_classes)
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(samples), predicted]
+    counts = np.bincount(predicted, minlength=probs.shape[1])
+    return NoiseReport(samples, seed, x[:keep].reshape(-1, h, w), predicted, confidence, counts,
+                       float(confidence.mean()))
+
+
+def one_blas_thread():
+    """A context limiting BLAS to one thread: the many tiny products of a gradient ascent run
+    tens of times slower when BLAS threads contend for a busy machine's cores."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dreaming: gradient ascent on the input
+
+def input_gradient(net: Network, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Output activations a_L (m, n_L) and the gradient of ln a_L[target] with respect to the
+    input x (m, n_0): backpropagation run one step further than training runs it.
+
+    Working with ln a keeps the gradient alive when a sigmoid output saturates. At the output,
+    ∂ln a_t/∂z_L is (e_t − a) for softmax and e_t ⊙ (1 − a) for a sigmoid output; then, as in
+    backprop, δ_{l-1} = (W_lᵀ δ_l) ⊙ σ'(z_{l-1}), and finally ∂/∂x = W_1ᵀ δ_1.
+    """
+    sigma_prime = ACTIVATIONS[net.activation].prime
+    activations = net.feedforward(x)
+    a_L = activations[-1]                                      # (m, n_L)
+    e_t = np.zeros_like(a_L)
+    e_t[np.arange(len(x)), targets] = 1
+    delta = e_t - a_L if net.cost == "cross-entropy" else e_t * (1 - a_L)  # (m, n_L)
+    weights = net.weights
+    for l in range(net.n_layers - 1, 0, -1):                  # weights[l] is W_{l+1} in the book's count
+        delta = (delta @ weights[l]) * sigma_prime(activations[l])         # (m, n_l)
+    return a_L, delta @ weights[0]                             # (m, n_0)
+
+
+@dataclass
+class Dream:
+    """The image (H, W) in [0, 1] that gradient ascent found for ``digit``, the target's
+    output activation before and after, the winning class, and the activation per step."""
+
+    digit: int
+    image: np.ndarray
+    probability: float
+    start_probability: float
+    predicted: int
+    steps: int
+    trace: np.ndarray
+    outputs: np.ndarray
+
+    def to_json(self, class_names) -> dict:
+        """JSON-ready summary: digit, probability, start probability, prediction, outputs."""
+        return {"digit": self.digit, "name": class_names[self.digit], "probability": self.probability,
+                "start_probability": self.start_probability, "predicted": self.predicted,
+                "steps": self.steps, "outputs": [float(v) for v in self.outputs],
+                "mean_pixel": float(self.image.mean())}
+
+
+def dream_starts(h: int, w: int, restarts: int, seed: int) -> np.ndarray:
+    """Starting images (restarts, h*w) for ``dream``: black (the background the network
+    saw in training), then mid-grey with a little noise, then uniform noise, all seeded."""
+    rng = np.random.default_rng(seed)
+    starts = rng.random((restarts, h * w))
+    starts[0] = 0.0
+    if restarts > 1:
+        starts[1] = np.clip(0.5 + 0.05 * rng.standard_normal(h * w), 0.0, 1.0)
+    return starts
+
+
+def dream(model, digit: int, steps: int = 200, step_size: float = 0.05, l2: float = 0.0, seed: int = 0,
+          restarts: int = 4, start: np.ndarray | None = None) -> Dream:
+    """Gradient ascent on the pixels to maximise ln a_L[digit] − l2·‖x − ½‖²: the image the
+    network would "most like to see" for ``digit`` (3Blue1Brown ch. 2).
+
+    Each step moves every pixel by ``step_size`` times the gradient divided by its largest
+    magnitude (so the step is the same for any model's scale), then clips to [0, 1]: projected
+    gradient ascent. Clipping creates local maxima, so ``restarts`` starting images
+    (``dream_starts``, or the one (H, W) image ``start``) climb at once as one batch and the
+    best is kept. The penalty pulls pixels towards mid-grey, favouring quieter images."""
+    net = model.network
+    n_out = net.sizes[-1]
+    if not 0 <= digit < n_out:
+        raise UsageError(f"DIGIT must be a class from 0 to {n_out - 1}, got {digit}")
+    if steps < 0:
+        raise UsageError(f"--steps must be 0 or more, got {steps}")
+    if not step_size > 0:
+        raise UsageError(f"--step-size must be positive, got {step_size}")
+    if not l2 >= 0:
+        raise UsageError(f"--l2 must be 0 or more, got {l2}")
+    if restarts < 1:
+        raise UsageError(f"--restarts must be at least 1, got {restarts}")
+    h, w = model.input_shape
+    if start is None:
+        x = dream_starts(h, w, restarts, seed)                 # (k, n_0)
+    else:
+        x = np.clip(np.asarray(start, np.float64).reshape(1, h * w), 0.0, 1.0)
+    net64 = net.astype(np.float64)
+    targets = np.full(len(x), digit)
+    trace = np.empty((steps + 1, len(x)))
+    with one_blas_thread():
+        for i in range(steps):
+            a_L, grad = input_gradient(net64, x, targets)      # (k, n_L), (k, n_0)
+            trace[i] = a_L[:, digit]
+            grad = grad - 2.0 * l2 * (x - 0.5)
+            peak = np.abs(grad).max(axis=1, keepdims=True)     # (k, 1)
+            x = np.clip(x + step_size * grad / np.where(peak > 0, peak, 1.0), 0.0, 1.0)
+    outputs = net64.feedforward(x)[-1]                         # (k, n_L)
+    trace[-1] = outputs[:, digit]
+    best = int(np.argmax(outputs[:, digit]))
+    return Dream(int(digit), x[best].reshape(h, w).astype(np.float32), float(outputs[best, digit]),
+                 float(trace[0, best]), int(outputs[best].argmax()), steps, trace[:, best], outputs[best])
+
+
+# ---------------------------------------------------------------------------------------------
+# Confident mistakes
+
+@dataclass
+class Mistakes:
+    """The most confidently wrong images: row indices into the split (k,), true and predicted
+    labels (k,), the winner's confidence (k,), the images (k, H, W) uint8, and the totals."""
+
+    index: np.ndarray
+    true: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    images: np.ndarray
+    n: int
+    n_wrong: int
+
+    def to_json(self, class_names) -> dict:
+        """JSON-ready: totals and one object per mistake (index, true, predicted, confidence)."""
+        return {"n": self.n, "errors": self.n_wrong, "error_rate": self.n_wrong / max(self.n, 1),
+                "mistakes": [{"index": int(i), "true": int(t), "predicted": int(p), "true_name": class_names[t],
+                              "predicted_name": class_names[p], "confidence": float(c)}
+                             for i, t, p, c in zip(self.index, self.true, self.predicted, self.confidence)]}
+
+
+def confident_errors(model, images: np.ndarray, labels: np.ndarray, limit: int = 12) -> Mistakes:
+    """The ``limit`` wrong predictions with the highest confidence on uint8 images (n, H, W)
+    and labels (n,), most confident first (ties by index, so the order is reproducible)."""
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+    probs = model.predict_proba(x)
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(x)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.lexsort((wrong, -confidence[wrong]))][:limit]
+    return Mistakes(order, labels[order], predicted[order], confidence[order], images[order], len(x), len(wrong))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures as files
+
+def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an (H, W, 3) uint8 image as a PNG with Pillow, atomically (temp file, os.replace)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--png {path} is a directory; give a file name such as {path / 'weights.png'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--png {path}: the folder {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise DigitnetError(f"{path}: cannot write here ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB").save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DigitnetError(f"{path}: could not write the image ({e.strerror})") from None
+        raise
+    return path
