@@ -211,8 +211,9 @@ def _load_npz(path: Path, name: str, class_names=None) -> Dataset:
 
 
 def load_dataset(spec: str | os.PathLike = "embedded") -> Dataset:
-    """Load a data set from a name (``embedded``, ``mnist``, ``fashion-mnist``, ``kmnist``),
-    a folder of IDX files, or an ``.npz`` file. Raises DataError saying what is missing."""
+    """Load a data set from a name (``embedded``, ``mnist``, ``fashion-mnist``, ``kmnist``, or
+    the name of a set imported with ``digitnet data import``), a folder of IDX files, or an
+    ``.npz`` file. Raises DataError saying what is missing."""
     text = str(spec)
     if text == "embedded":
         return load_embedded()
@@ -223,6 +224,9 @@ def load_dataset(spec: str | os.PathLike = "embedded") -> Dataset:
         where = ", ".join(str(d) for d in known_locations(text))
         raise DataError(f"data set {text!r} is not here (looked in {where}); run: digitnet data download {text}")
     path = Path(text).expanduser()
+    imported = user_data_dir() / "imported" / f"{text}.npz"
+    if not path.exists() and path.parent == Path(".") and imported.is_file():
+        return _load_npz(imported, text)        # a set made by `digitnet data import` without --out
     if path.is_dir():
         name = path.name or text
         known = KNOWN.get(name)

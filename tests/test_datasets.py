@@ -83,3 +83,12 @@ def test_named_set_not_present_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     with pytest.raises(DataError, match="digitnet data download kmnist"):
         load_dataset("kmnist")
+
+
+def test_imported_set_by_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    folder = tmp_path / "digitnet" / "imported"
+    folder.mkdir(parents=True)
+    np.savez(folder / "mine.npz", images=np.zeros((4, 28, 28), np.uint8), labels=np.array([0, 1, 2, 3]))
+    d = load_dataset("mine")
+    assert d.name == "mine" and len(d.train_labels) == 4

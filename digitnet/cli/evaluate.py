@@ -10,6 +10,7 @@ import typer
 from digitnet.cli.common import dump_json, handle_errors
 
 EXAMPLE = """
+\b
 Examples:
   digitnet evaluate                                  # the default model on its own test split
   digitnet evaluate models/mnist-3b1b.npz --json | jq .accuracy

@@ -10,6 +10,7 @@ import typer
 from digitnet.cli.common import EXIT_SIGNAL, dump_json, handle_errors, parse_ints
 
 EXAMPLE = """
+\b
 Examples:
   digitnet train                                   # the default preset on the embedded digits
   digitnet train --preset 3b1b --out models/3b1b.npz
