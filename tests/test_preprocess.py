@@ -164,3 +164,16 @@ def test_resize_plain_does_not_invert_or_crop():
     assert out.shape == (28, 28) and out.dtype == np.float32
     assert out[0, 0] == pytest.approx(1) and out[14, 14] == pytest.approx(0, abs=0.05)
     assert 0 <= out.min() and out.max() <= 1
+
+
+def test_to_mnist_thins_bold_strokes_only():
+    """A marker-thick ring comes out with MNIST-like strokes; a thin ring is not thinned."""
+    from digitnet.preprocess import STROKE_MAX, _resize, _stroke_width
+
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    bold = ((r > 45) & (r < 90)).astype(np.float32)       # stroke 45 of 180 px: 5 px at 20 px
+    thin = ((r > 80) & (r < 90)).astype(np.float32)       # stroke 10 of 180 px: ~1 px at 20 px
+    assert _stroke_width(to_mnist(bold)) <= STROKE_MAX + 0.3
+    assert _stroke_width(to_mnist(thin)) >= 0.8
+    assert _stroke_width(_resize(bold[10:190, 10:190], 20, 20)) > STROKE_MAX + 1   # bold before thinning
