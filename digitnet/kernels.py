@@ -185,8 +185,9 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
 
 @njit(cache=True)
 def warp_images(src, mats, thickness, out):
-    """Augment: out[i] = affine warp of src[i] (bilinear), then a 3×3 cross dilation (+1)
-    or erosion (-1) where ``thickness[i]`` asks for one; pixels scaled to [0, 1].
+    """Augment: out[i] = affine warp of src[i] (bilinear), then ``|thickness[i]|`` passes of a
+    3×3 cross dilation (thickness > 0: bolder strokes) or erosion (< 0: thinner); pixels
+    scaled to [0, 1].
 
     src (N, H, W) uint8; mats (N, 2, 3) float32 maps an output pixel (x, y, 1), measured from
     the image centre, to its source position measured from the centre; thickness (N,) int8;
@@ -194,6 +195,7 @@ def warp_images(src, mats, thickness, out):
     """
     N, H, Wd = src.shape
     cy, cx = (H - 1) / 2.0, (Wd - 1) / 2.0
+    img = np.empty((H, Wd), np.float32)
     tmp = np.empty((H, Wd), np.float32)
     for n in range(N):
         M = mats[n]
@@ -214,14 +216,18 @@ def warp_images(src, mats, thickness, out):
                         xx = x0 + dx
                         if 0 <= xx < Wd:
                             v += wy * (fx if dx else 1.0 - fx) * src[n, yy, xx]
-                tmp[r, c] = v / 255.0
+                img[r, c] = v / 255.0
         t = thickness[n]
-        for r in range(H):
-            for c in range(Wd):
-                v = tmp[r, c]
-                if t != 0:
+        for _ in range(abs(t)):
+            tmp[:, :] = img
+            for r in range(H):
+                for c in range(Wd):
+                    v = tmp[r, c]
                     for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
                         rr, cc = r + dr, c + dc
                         if 0 <= rr < H and 0 <= cc < Wd:
                             v = max(v, tmp[rr, cc]) if t > 0 else min(v, tmp[rr, cc])
-                out[n, r * Wd + c] = v
+                    img[r, c] = v
+        for r in range(H):
+            for c in range(Wd):
+                out[n, r * Wd + c] = img[r, c]
