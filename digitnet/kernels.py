@@ -37,29 +37,132 @@ def _cache_dir() -> str:
 os.environ["NUMBA_CACHE_DIR"] = _cache_dir()
 
 import numpy as np  # noqa: E402
-from numba import njit  # noqa: E402
+from numba import config, njit  # noqa: E402
 
 SIGMOID, RELU, TANH = 0, 1, 2      # hidden activation codes (network.ACTIVATIONS[...].code)
 QUADRATIC, CROSS_ENTROPY = 0, 1    # cost codes (network.COSTS[...].code)
 
+# --- BLAS -----------------------------------------------------------------------------------
+# The kernels call CBLAS sgemm themselves rather than numba's np.dot: its alpha and beta let
+# the SGD step ride on the gradient product (W <- beta W + alpha delta^T a, v likewise), which
+# saves a full pass over the parameters per batch, and it is NumPy's own OpenBLAS (the one
+# `--threads` limits), measurably faster here than SciPy's copy that np.dot in numba calls.
+# The function is bound by symbol name, so numba's on-disk cache stays valid across runs.
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112          # CBLAS enum values
+_SGEMM_SYMBOL = "digitnet_cblas_sgemm"
 
-@njit(cache=True)
-def _activate(Z, b, act):
-    """In place: Z <- sigma(Z + b), bias add and activation fused in one pass. Z (m, n)."""
-    m, n = Z.shape
+
+def _find_cblas_sgemm() -> tuple[int | None, str]:
+    """Address of an ILP64 ``cblas_sgemm`` in NumPy's bundled OpenBLAS, and its library path;
+    (None, reason) when NumPy was built against something else (then a fallback is used)."""
+    import ctypes
+    import glob
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "*openblas*64*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_cblas_sgemm64_", "cblas_sgemm64_"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                return ctypes.cast(fn, ctypes.c_void_p).value, path
+    return None, f"no ILP64 OpenBLAS in {libs}"
+
+
+def _sgemm_numpy(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major sgemm on raw addresses in NumPy: C <- alpha op(A) op(B) + beta C. The slow
+    stand-in when no CBLAS was found, and what NUMBA_DISABLE_JIT=1 runs without one."""
+    import ctypes
+
+    def view(addr, rows, cols, ld):                      # a (rows, cols) matrix with row stride ld
+        buf = (ctypes.c_float * (int(rows) * int(ld))).from_address(int(addr))
+        return np.frombuffer(buf, np.float32).reshape(int(rows), int(ld))[:, :int(cols)]
+
+    A = view(a, k, m, lda).T if trans_a == TRANS else view(a, m, k, lda)
+    B = view(b, n, k, ldb).T if trans_b == TRANS else view(b, k, n, ldb)
+    C = view(c, m, n, ldc)
+    prod = np.float32(alpha) * (A @ B)
+    if beta == 0:
+        C[...] = prod
+    else:
+        C[...] = np.float32(beta) * C + prod
+
+
+def _sgemm_loops(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major sgemm as plain loops over raw float32 pointers: C <- alpha op(A) op(B) + beta C.
+    Compiled as a C callback and bound in place of CBLAS when NumPy has no OpenBLAS of its own
+    (2-3x slower than BLAS, but training still works)."""
+    A = carray(a, ((k if trans_a == TRANS else m) * lda,))
+    B = carray(b, ((n if trans_b == TRANS else k) * ldb,))
+    C = carray(c, (m * ldc,))
     for i in range(m):
         for j in range(n):
-            z = Z[i, j] + b[j]
-            if act == SIGMOID:
-                Z[i, j] = 1.0 / (1.0 + np.exp(-z))
-            elif act == RELU:
-                Z[i, j] = z if z > 0 else 0.0
+            C[i * ldc + j] = 0.0 if beta == 0 else beta * C[i * ldc + j]
+        for p in range(k):
+            s = alpha * (A[p * lda + i] if trans_a == TRANS else A[i * lda + p])
+            if trans_b == TRANS:
+                for j in range(n):
+                    C[i * ldc + j] += s * B[j * ldb + p]
             else:
-                Z[i, j] = np.tanh(z)
+                for j in range(n):
+                    C[i * ldc + j] += s * B[p * ldb + j]
+
+
+if os.environ.get("DIGITNET_NO_CBLAS"):      # testing aid: exercise the fallback
+    _SGEMM_ADDRESS, BLAS_SOURCE = None, "DIGITNET_NO_CBLAS is set"
+else:
+    _SGEMM_ADDRESS, BLAS_SOURCE = _find_cblas_sgemm()
+if config.DISABLE_JIT:                       # plain Python: call the same function through ctypes
+    import ctypes
+
+    if _SGEMM_ADDRESS is not None:
+        _i, _l, _f, _p = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+        _cblas = ctypes.CFUNCTYPE(None, _i, _i, _i, _l, _l, _l, _f, _p, _l, _p, _l, _f, _p, _l)(_SGEMM_ADDRESS)
+
+        def _sgemm(*args):
+            """CBLAS sgemm through ctypes (NUMBA_DISABLE_JIT=1)."""
+            _cblas(*(float(v) if i in (6, 11) else int(v) for i, v in enumerate(args)))
+    else:
+        _sgemm = _sgemm_numpy
+else:
+    import llvmlite.binding as llvm
+    from numba import carray, cfunc, types
+
+    _i32, _i64, _f32 = types.int32, types.int64, types.float32
+    if _SGEMM_ADDRESS is None:
+        _fp = types.CPointer(_f32)           # same calling convention as the int64 addresses below
+        _loops = cfunc(types.void(_i32, _i32, _i32, _i64, _i64, _i64, _f32, _fp, _i64, _fp, _i64, _f32, _fp, _i64),
+                       cache=True)(_sgemm_loops)
+        _SGEMM_ADDRESS, BLAS_SOURCE = _loops.address, f"compiled loops ({BLAS_SOURCE})"
+    llvm.add_symbol(_SGEMM_SYMBOL, _SGEMM_ADDRESS)
+    _sgemm = types.ExternalFunction(_SGEMM_SYMBOL, types.void(_i32, _i32, _i32, _i64, _i64, _i64, _f32, _i64, _i64,
+                                                              _i64, _i64, _f32, _i64, _i64))
 
 
 @njit(cache=True)
-def _softmax(Z, b):
+def _bias_activate(Z, b, act):
+    """In place: Z <- sigma(Z + b), bias add and activation fused in one pass. Z (m, n).
+    One loop per activation, so each inner loop is branch-free and vectorises."""
+    m, n = Z.shape
+    if act == RELU:
+        for i in range(m):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z if z > 0 else np.float32(0.0)
+    elif act == SIGMOID:
+        for i in range(m):
+            for j in range(n):
+                Z[i, j] = 1.0 / (1.0 + np.exp(-(Z[i, j] + b[j])))
+    else:
+        for i in range(m):
+            for j in range(n):
+                Z[i, j] = np.tanh(Z[i, j] + b[j])
+
+
+@njit(cache=True)
+def _bias_softmax(Z, b):
     """In place: each row of Z <- softmax(Z + b)."""
     m, n = Z.shape
     for i in range(m):
@@ -79,15 +182,20 @@ def _softmax(Z, b):
 def _times_sigma_prime(D, A, act):
     """In place: D <- D ⊙ sigma'(z), with sigma' written in terms of a = sigma(z)."""
     m, n = D.shape
-    for i in range(m):
-        for j in range(n):
-            a = A[i, j]
-            if act == SIGMOID:
-                D[i, j] *= a * (1.0 - a)
-            elif act == RELU:
-                if a <= 0:
+    if act == RELU:
+        for i in range(m):
+            for j in range(n):
+                if A[i, j] <= 0:
                     D[i, j] = 0.0
-            else:
+    elif act == SIGMOID:
+        for i in range(m):
+            for j in range(n):
+                a = A[i, j]
+                D[i, j] *= a * (1.0 - a)
+    else:
+        for i in range(m):
+            for j in range(n):
+                a = A[i, j]
                 D[i, j] *= 1.0 - a * a
 
 
@@ -97,10 +205,12 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
     """SGD over mini-batches ``first … last-1`` of the shuffled ``order``; updates params in place.
 
     X (N, n_0) float32 in [0, 1]; labels (N,) int64; order (N,) int64, a permutation of rows.
-    params, velocity, grad: flat float32 (P,). sizes (L+1,), w_off/b_off (L,) int64.
+    params, velocity, grad: flat float32 (P,) (grad is scratch, kept for the interface).
+    sizes (L+1,), w_off/b_off (L,) int64.
     acts: float32 buffer of batch_size * sum(sizes); deltas: float32 of 2 * batch_size * max(sizes).
     stats (2,) float64 accumulates the summed per-sample cost and the number classified right.
-    Update: v <- momentum v - lr (nabla + l2 W) (no decay on biases); params <- params + v.
+    Update: v <- momentum v - lr (nabla + l2 W) (no decay on biases); params <- params + v
+    (with momentum 0: params <- params - lr (nabla + l2 W)).
     """
     N = order.shape[0]
     L = sizes.shape[0] - 1
@@ -108,29 +218,31 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
     for l in range(1, L + 1):
         a_off[l] = a_off[l - 1] + batch_size * sizes[l - 1]
     half = deltas.shape[0] // 2
-    n_L = sizes[L]
+    n_0, n_L = sizes[0], sizes[L]
+    one, zero = np.float32(1.0), np.float32(0.0)
+    # raw addresses for sgemm (4 bytes a float32)
+    P, V = np.int64(params.ctypes.data), np.int64(velocity.ctypes.data)
+    AC, DE = np.int64(acts.ctypes.data), np.int64(deltas.ctypes.data)
     for batch in range(first, last):
         start = batch * batch_size
         m = min(batch_size, N - start)
         inv_m = np.float32(1.0 / m)
         # a_0 = x: gather this batch's rows                                  (m, n_0)
-        A0 = acts[0:m * sizes[0]].reshape(m, sizes[0])
         for i in range(m):
-            A0[i, :] = X[order[start + i]]
-        # forward: z_l = W_l a_{l-1} + b_l, a_l = sigma(z_l)                  (m, n_l)
+            acts[i * n_0:(i + 1) * n_0] = X[order[start + i]]
+        # forward: z_l = W_l a_{l-1} + b_l, a_l = sigma(z_l); as rows Z = A W^T  (m, n_l)
         for l in range(1, L + 1):
             n_in, n_out = sizes[l - 1], sizes[l]
-            A = acts[a_off[l - 1]:a_off[l - 1] + m * n_in].reshape(m, n_in)
+            _sgemm(ROW_MAJOR, NO_TRANS, TRANS, m, n_out, n_in, one, AC + 4 * a_off[l - 1], n_in,
+                   P + 4 * w_off[l - 1], n_in, zero, AC + 4 * a_off[l], n_out)
             Z = acts[a_off[l]:a_off[l] + m * n_out].reshape(m, n_out)
-            W = params[w_off[l - 1]:w_off[l - 1] + n_out * n_in].reshape(n_out, n_in)
             b = params[b_off[l - 1]:b_off[l - 1] + n_out]
-            np.dot(A, W.T, Z)
             if l < L:
-                _activate(Z, b, act)
+                _bias_activate(Z, b, act)
             elif cost == QUADRATIC:
-                _activate(Z, b, SIGMOID)
+                _bias_activate(Z, b, SIGMOID)
             else:
-                _softmax(Z, b)
+                _bias_softmax(Z, b)
         # output error delta_L (m, n_L), with the batch mean 1/m folded in:
         #   quadratic: (a - y) ⊙ a(1 - a);   cross-entropy with softmax: a - y
         aL = acts[a_off[L]:a_off[L] + m * n_L].reshape(m, n_L)
@@ -152,35 +264,44 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
                 stats[0] -= np.log(max(aL[i, y], 1e-12))
             if best == y:
                 stats[1] += 1
-        # backward: nabla_b = delta, nabla_W = delta a_{l-1}^T, delta_{l-1} = (W^T delta) ⊙ sigma'
+        # backward, layer by layer from the top: first delta_{l-1} = (delta_l W_l) ⊙ sigma'
+        # with the old W_l, then layer l's step with nabla_W = delta_l^T a_{l-1} (n_l, n_{l-1})
+        # folded into one sgemm, and nabla_b = column sums of delta_l.
         side = 0
         for l in range(L, 0, -1):
             n_in, n_out = sizes[l - 1], sizes[l]
             D = deltas[side * half:side * half + m * n_out].reshape(m, n_out)
-            A = acts[a_off[l - 1]:a_off[l - 1] + m * n_in].reshape(m, n_in)
-            gW = grad[w_off[l - 1]:w_off[l - 1] + n_out * n_in].reshape(n_out, n_in)
-            gb = grad[b_off[l - 1]:b_off[l - 1] + n_out]
-            np.dot(D.T, A, gW)                                            # (n_l, n_{l-1})
-            gb[:] = 0.0
-            for i in range(m):
-                for j in range(n_out):
-                    gb[j] += D[i, j]
+            w0, b0 = w_off[l - 1], b_off[l - 1]
+            D_addr, A_addr = DE + 4 * side * half, AC + 4 * a_off[l - 1]
             if l > 1:
-                W = params[w_off[l - 1]:w_off[l - 1] + n_out * n_in].reshape(n_out, n_in)
-                Dprev = deltas[(1 - side) * half:(1 - side) * half + m * n_in].reshape(m, n_in)
-                np.dot(D, W, Dprev)                                       # (m, n_{l-1})
-                _times_sigma_prime(Dprev, A, act)
-                side = 1 - side
-        # the SGD step, after the whole backward pass has used the old weights
-        for l in range(L):
-            w0, b0, b1 = w_off[l], b_off[l], b_off[l] + sizes[l + 1]
-            for k in range(w0, b1):
-                g = grad[k] + l2 * params[k] if k < b0 else grad[k]
-                if momentum != 0.0:
-                    velocity[k] = momentum * velocity[k] - lr * g
+                _sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n_in, n_out, one, D_addr, n_out, P + 4 * w0, n_in,
+                       zero, DE + 4 * (1 - side) * half, n_in)                        # (m, n_{l-1})
+                A = acts[a_off[l - 1]:a_off[l - 1] + m * n_in].reshape(m, n_in)
+                _times_sigma_prime(deltas[(1 - side) * half:(1 - side) * half + m * n_in].reshape(m, n_in),
+                                   A, act)
+            if momentum != 0.0:
+                # v_W <- momentum v_W - lr nabla_W, then v_W -= lr l2 W; W += v_W
+                _sgemm(ROW_MAJOR, TRANS, NO_TRANS, n_out, n_in, m, -lr, D_addr, n_out, A_addr, n_in,
+                       momentum, V + 4 * w0, n_in)
+                decay = lr * l2
+                for k in range(w0, b0):
+                    velocity[k] -= decay * params[k]
                     params[k] += velocity[k]
+            else:
+                # W <- (1 - lr l2) W - lr nabla_W
+                _sgemm(ROW_MAJOR, TRANS, NO_TRANS, n_out, n_in, m, -lr, D_addr, n_out, A_addr, n_in,
+                       one - lr * l2, P + 4 * w0, n_in)
+            for j in range(n_out):
+                g = np.float32(0.0)
+                for i in range(m):
+                    g += D[i, j]
+                if momentum != 0.0:
+                    velocity[b0 + j] = momentum * velocity[b0 + j] - lr * g
+                    params[b0 + j] += velocity[b0 + j]
                 else:
-                    params[k] -= lr * g
+                    params[b0 + j] -= lr * g
+            if l > 1:
+                side = 1 - side
 
 
 @njit(cache=True)

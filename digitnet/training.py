@@ -204,9 +204,9 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     if len(train_idx) == 0:
         raise UsageError("--val-split leaves no training data")
     train_images, train_labels = images[train_idx], labels[train_idx]
-    x_val = images[val_idx].reshape(len(val_idx), -1).astype(np.float32) / np.float32(255)
+    x_val = images[val_idx].reshape(len(val_idx), n_in).astype(np.float32) / np.float32(255)
     y_val = labels[val_idx]
-    x_train = train_images.reshape(len(train_idx), -1).astype(np.float32) / np.float32(255)
+    x_train = train_images.reshape(len(train_idx), n_in).astype(np.float32) / np.float32(255)
     x_epoch = np.empty_like(x_train) if config.augment else x_train
 
     n = len(train_idx)
