@@ -1,0 +1,109 @@
+"""Measurements that need a fresh process: cold start, numba compile time, peak memory.
+
+Each runs the installed ``digitnet`` (or the venv's Python) as a subprocess, so what is
+measured is what a user waits for, imports and all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _wall(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t0
+
+
+def cold_help(repeats: int = 5) -> dict:
+    """Wall seconds of ``digitnet --help`` (median of ``repeats``), against a bare ``python -c pass``,
+    and whether the --help path imported numba (it must not)."""
+    digitnet = str(BIN / "digitnet")
+    _wall([digitnet, "--help"])                                  # warm the OS file cache once
+    help_s = statistics.median(_wall([digitnet, "--help"]) for _ in range(repeats))
+    python_s = statistics.median(_wall([sys.executable, "-c", "pass"]) for _ in range(repeats))
+    probe = ("import sys\nfrom digitnet.cli import main\nsys.argv = ['digitnet', '--help']\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "sys.stderr.write('NUMBA=%d\\n' % ('numba' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return {"digitnet_help_seconds": help_s, "python_startup_seconds": python_s,
+            "help_imports_numba": "NUMBA=1" in out.stderr}
+
+
+_COMPILE_PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from digitnet import kernels
+from digitnet.network import Network
+t1 = time.perf_counter()
+net = Network.init((784, 16, 10), "relu", "cross-entropy", seed=0)
+x = np.zeros((20, 784), np.float32); labels = np.zeros(20, np.int64); order = np.arange(20, dtype=np.int64)
+sizes = np.array(net.sizes, np.int64); bs = 10
+kernels.train_batches(x, labels, order, net.params, np.zeros_like(net.params), np.zeros_like(net.params), sizes,
+                      net.w_off, net.b_off, 1, 1, bs, 0, 2, np.float32(0.1), np.float32(0.9), np.float32(0.0),
+                      np.zeros(bs * sum(net.sizes), np.float32), np.zeros(2 * bs * 16, np.float32), np.zeros(2))
+t2 = time.perf_counter()
+kernels.warp_images(np.zeros((2, 28, 28), np.uint8), np.zeros((2, 2, 3), np.float32), np.zeros(2, np.int8),
+                    np.zeros((2, 784), np.float32))
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "train_batches": t2 - t1, "warp_images": t3 - t2, "total": t3 - t0}))
+"""
+
+
+def numba_compile() -> dict:
+    """Seconds to import the kernels and make their first calls: with an empty NUMBA_CACHE_DIR
+    (cold: numba compiles) and again with the cache it just filled (cached: numba loads)."""
+    with tempfile.TemporaryDirectory(prefix="digitnet-bench-numba-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        runs = {}
+        for label in ("cold", "cached"):
+            out = subprocess.run([sys.executable, "-c", _COMPILE_PROBE], env=env, capture_output=True, text=True,
+                                 check=True)
+            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+        return runs
+
+
+def peak_memory(data: str = "fashion-mnist") -> dict:
+    """Peak resident memory (MiB) and wall seconds of ``digitnet train`` on the full data set for
+    one epoch with the default preset (augmentation and validation on), in a child process."""
+    with tempfile.TemporaryDirectory(prefix="digitnet-bench-mem-") as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(BIN / "digitnet"), "train", "--data", data, "--epochs", "1", "--json",
+                               "--out", os.path.join(tmp, "m.npz"), "--force"],
+                              capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+        seconds = time.perf_counter() - t0
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = {"command": f"digitnet train --data {data} --epochs 1 --json --out TMP --force",
+              "peak_rss_mib": peak_kib / 1024, "seconds": seconds, "exit_code": proc.returncode}
+    if peak_kib <= before:           # an earlier child was bigger: ru_maxrss is a max over all children
+        result["note"] = "an earlier child process had a larger peak; figure is an upper bound"
+    if proc.returncode:
+        result["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return result
+
+
+def predict_cold() -> dict | None:
+    """Run ``benchmarks/predict_bench.py`` (the predict engineer's) if it exists; its last stdout
+    line is taken as JSON when it parses, else kept as text."""
+    script = ROOT / "benchmarks" / "predict_bench.py"
+    if not script.exists():
+        return None
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"exit_code": proc.returncode, "output": proc.stdout.strip()[-2000:]}
