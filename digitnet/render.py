@@ -302,11 +302,12 @@ def image_grid(tiles: np.ndarray, cols: int, zoom: int = 4, gap: int = 2, backgr
 # ---------------------------------------------------------------------------------------------
 # Activations and outputs
 
-def activation_cells(values: np.ndarray, plain: bool, rows: int = 28, vmax: float | None = None) -> Text:
+def activation_cells(values: np.ndarray, plain: bool, rows: int = 28, vmax: float | None = None,
+                     cell_width: int = 1) -> Text:
     """One layer's activations (n,) as grey cells (black 0 … white ``vmax``), neurons filling
     columns of ``rows`` top to bottom: in colour two neurons share a text line (half blocks),
     in plain text each neuron is one ramp character, so the block is ``rows // 2`` lines high
-    and about twice as wide."""
+    and about twice as wide. Each cell is ``cell_width`` characters wide."""
     v = np.asarray(values, np.float64).ravel()
     vmax = vmax or float(v.max(initial=0)) or 1.0
     per_col = max(1, rows // 2) if plain else max(2, rows)
@@ -314,6 +315,7 @@ def activation_cells(values: np.ndarray, plain: bool, rows: int = 28, vmax: floa
     grid = np.full(cols * per_col, np.nan)
     grid[:v.size] = np.clip(v / vmax, 0.0, 1.0)
     grid = grid.reshape(cols, per_col).T                         # column-major: neuron i at (i % per_col, i // per_col)
+    grid = np.repeat(grid, max(1, cell_width), axis=1)
     if plain:
         text = Text()
         for r in range(per_col):

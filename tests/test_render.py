@@ -132,6 +132,8 @@ def test_activation_cells_plain_columns():
     assert plain_lines(text) == [" " + render.ramp_char(0.5), "@@"]          # trailing blanks trimmed
     scaled = render.activation_cells(np.array([0.0, 2.0]), plain=True, rows=4, vmax=4.0)
     assert plain_lines(scaled) == [" ", render.ramp_char(0.5)]
+    wide = render.activation_cells(np.array([0.0, 1.0]), plain=True, rows=4, cell_width=2)
+    assert plain_lines(wide) == [" ", "@@"]
 
 
 def test_activation_cells_colour_two_neurons_per_line():

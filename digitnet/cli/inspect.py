@@ -232,7 +232,8 @@ def activations_command(
     blocks = [labelled("input" + (f" (label {m.class_names[label]})" if label is not None else ""), digit(pixels, plain))]
     for l, a in enumerate(acts[1:-1], start=1):
         top = float(a.max(initial=0)) if relu else 1.0
-        blocks.append(labelled(f"layer {l}", activation_cells(a, plain, rows=28, vmax=top or 1.0), fit=False))
+        blocks.append(labelled(f"layer {l}", activation_cells(a, plain, rows=28, vmax=top or 1.0,
+                                                                cell_width=2 if a.size <= 64 else 1), fit=False))
     blocks.append(labelled("output", output_bars(out, m.class_names, plain, width=10), fit=False))
     console.print(f"[bold]{Path(m.path).name}[/] on {source}: "
                   f"{m.class_names[winner]} ({out[winner]:.1%})" + ("" if label is None else
