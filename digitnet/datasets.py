@@ -54,6 +54,7 @@ KNOWN: dict[str, KnownDataset] = {
     "fashion-mnist": KnownDataset("fashion-mnist", "Zalando Fashion-MNIST clothing, 60,000 / 10,000",
                                   FASHION_NAMES, ("/usr/share/datasets/fashion-mnist",)),
     "kmnist": KnownDataset("kmnist", "Kuzushiji-MNIST cursive Japanese, 60,000 / 10,000", KMNIST_NAMES),
+    "fonts": KnownDataset("fonts", "typed digits rendered from this machine's fonts, 3,000 / 500 (made on the fly)", DIGIT_NAMES),
 }
 
 
@@ -210,13 +211,34 @@ def _load_npz(path: Path, name: str, class_names=None) -> Dataset:
     raise DataError(f"{path}: no image/label arrays (expected train_images/train_labels[/test_*], x_train/y_train, or images/labels)")
 
 
+def combine(parts: list[Dataset], name: str) -> Dataset:
+    """Train on the union of the parts' train splits; test on the first part's test split
+    (the benchmark stays the data set named first). Shapes and class names must agree."""
+    first = parts[0]
+    for other in parts[1:]:
+        if other.input_shape != first.input_shape or other.class_names != first.class_names:
+            raise DataError(f"{name}: cannot combine {first.name} ({first.n_classes} classes of "
+                            f"{first.input_shape[0]}×{first.input_shape[1]}) with {other.name} "
+                            f"({other.n_classes} classes of {other.input_shape[0]}×{other.input_shape[1]})")
+    return make_dataset(name, np.concatenate([p.train_images for p in parts]),
+                        np.concatenate([p.train_labels for p in parts]), first.test_images, first.test_labels,
+                        first.class_names, " + ".join(p.source or p.name for p in parts))
+
+
 def load_dataset(spec: str | os.PathLike = "embedded") -> Dataset:
-    """Load a data set from a name (``embedded``, ``mnist``, ``fashion-mnist``, ``kmnist``, or
-    the name of a set imported with ``digitnet data import``), a folder of IDX files, or an
-    ``.npz`` file. Raises DataError saying what is missing."""
+    """Load a data set from a name (``embedded``, ``mnist``, ``fashion-mnist``, ``kmnist``,
+    ``fonts``, or the name of a set imported with ``digitnet data import``), a folder of IDX
+    files, an ``.npz`` file, or several of these joined by ``+`` (their train splits combined,
+    e.g. ``embedded+fonts`` or ``mnist+my-digits.npz``). Raises DataError saying what is wrong."""
     text = str(spec)
     if text == "embedded":
         return load_embedded()
+    if text == "fonts":
+        from digitnet.synth import load_fonts_dataset
+
+        return load_fonts_dataset()
+    if "+" in text and not Path(text).exists():
+        return combine([load_dataset(part) for part in text.split("+")], text)
     if text in KNOWN:
         for directory in known_locations(text):
             if directory.is_dir() and find_idx_files(directory):

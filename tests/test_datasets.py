@@ -92,3 +92,13 @@ def test_imported_set_by_name(monkeypatch, tmp_path):
     np.savez(folder / "mine.npz", images=np.zeros((4, 28, 28), np.uint8), labels=np.array([0, 1, 2, 3]))
     d = load_dataset("mine")
     assert d.name == "mine" and len(d.train_labels) == 4
+
+
+def test_plus_combines_train_splits_and_keeps_the_first_test_split(tmp_path, embedded):
+    np.savez(tmp_path / "mine.npz", images=embedded.test_images[:7], labels=embedded.test_labels[:7])
+    both = load_dataset(f"embedded+{tmp_path / 'mine.npz'}")
+    assert len(both.train_labels) == 8007 and np.array_equal(both.train_images[-7:], embedded.test_images[:7])
+    assert np.array_equal(both.test_labels, embedded.test_labels)
+    np.savez(tmp_path / "other.npz", images=np.zeros((2, 20, 20), np.uint8), labels=np.array([0, 1]))
+    with pytest.raises(DataError, match="cannot combine"):
+        load_dataset(f"embedded+{tmp_path / 'other.npz'}")
