@@ -101,8 +101,7 @@ def _render_summary(info: dict) -> None:
     grid.add_row("training", runs)
     grid.add_row("accuracy", f"train {_pct(info['final_train_accuracy'])} (last epoch), validation {_pct(info['best_val_accuracy'])} "
                              f"(best epoch), test {_pct(info['test_accuracy'])}")
-    if info["test_accuracy"] is None or "measured now" not in info["test_note"]:
-        grid.add_row("", info["test_note"])
+    grid.add_row("", f"test: {info['test_note']}")
     console.print(f"[bold]{Path(info['path']).name}[/]  ({info['path']})")
     console.print(grid)
     h = info["history"]
@@ -273,15 +272,10 @@ def noise_command(
     console.print()
     console.print("[bold]what it says they are[/]")
     console.print(count_bars(rep.class_counts, names, plain, width=max(10, min(40, console.width - 30))))
-    console.print(f"mean confidence [bold]{rep.mean_confidence:.1%}[/], median {float(_median(rep.confidence)):.1%}, "
-                  f"{(rep.confidence > 0.9).mean():.0%} of answers above 90%")
+    summary = rep.to_json(names)
+    console.print(f"mean confidence [bold]{rep.mean_confidence:.1%}[/], median {summary['median_confidence']:.1%}, "
+                  f"{summary['share_above_0.9']:.0%} of answers above 90%")
     console.print("[dim]It was never shown 'not a digit': it must pick a class for anything it sees.[/]")
-
-
-def _median(a):
-    import numpy as np
-
-    return np.median(a)
 
 
 # ---------------------------------------------------------------------------------------------
