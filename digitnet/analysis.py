@@ -156,6 +156,9 @@ def noise_experiment(model, samples: int = 1000, seed: int = 0, keep: int = 4) -
                        float(confidence.mean()))
 
 
+# ---------------------------------------------------------------------------------------------
+# Dreaming: gradient ascent on the input
+
 def one_blas_thread():
     """A context limiting BLAS to one thread: the many tiny products of a gradient ascent run
     tens of times slower when BLAS threads contend for a busy machine's cores."""
@@ -163,9 +166,6 @@ def one_blas_thread():
 
     return threadpool_limits(limits=1, user_api="blas")
 
-
-# ---------------------------------------------------------------------------------------------
-# Dreaming: gradient ascent on the input
 
 def input_gradient(net: Network, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Output activations a_L (m, n_L) and the gradient of ln a_L[target] with respect to the
