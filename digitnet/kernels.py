@@ -279,27 +279,32 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
                 A = acts[a_off[l - 1]:a_off[l - 1] + m * n_in].reshape(m, n_in)
                 _times_sigma_prime(deltas[(1 - side) * half:(1 - side) * half + m * n_in].reshape(m, n_in),
                                    A, act)
+            W, vW = params[w0:b0], velocity[w0:b0]                 # flat views, indexed from 0
             if momentum != 0.0:
                 # v_W <- momentum v_W - lr nabla_W, then v_W -= lr l2 W; W += v_W
                 _sgemm(ROW_MAJOR, TRANS, NO_TRANS, n_out, n_in, m, -lr, D_addr, n_out, A_addr, n_in,
                        momentum, V + 4 * w0, n_in)
                 decay = lr * l2
-                for k in range(w0, b0):
-                    velocity[k] -= decay * params[k]
-                    params[k] += velocity[k]
+                for k in range(b0 - w0):
+                    vW[k] -= decay * W[k]
+                    W[k] += vW[k]
             else:
                 # W <- (1 - lr l2) W - lr nabla_W
                 _sgemm(ROW_MAJOR, TRANS, NO_TRANS, n_out, n_in, m, -lr, D_addr, n_out, A_addr, n_in,
                        one - lr * l2, P + 4 * w0, n_in)
-            for j in range(n_out):
-                g = np.float32(0.0)
-                for i in range(m):
-                    g += D[i, j]
-                if momentum != 0.0:
-                    velocity[b0 + j] = momentum * velocity[b0 + j] - lr * g
-                    params[b0 + j] += velocity[b0 + j]
-                else:
-                    params[b0 + j] -= lr * g
+            # nabla_b = column sums of delta_l, summed row by row into the scratch ``grad``
+            gb, b, vb = grad[b0:b0 + n_out], params[b0:b0 + n_out], velocity[b0:b0 + n_out]
+            gb[:] = 0.0
+            for i in range(m):
+                for j in range(n_out):
+                    gb[j] += D[i, j]
+            if momentum != 0.0:
+                for j in range(n_out):
+                    vb[j] = momentum * vb[j] - lr * gb[j]
+                    b[j] += vb[j]
+            else:
+                for j in range(n_out):
+                    b[j] -= lr * gb[j]
             if l > 1:
                 side = 1 - side
 
