@@ -93,3 +93,38 @@ def test_console_script_and_python_dash_m(tiny_model):
     assert r.returncode == 0 and r.stdout.startswith("digitnet ")
     r = subprocess.run([str(DIGITNET), "evaluate", "/no/such.npz"], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_progress_view_on_a_terminal_across_epochs():
+    import io
+
+    from rich.console import Console
+
+    from digitnet.cli.train import ProgressView
+    from digitnet.training import EpochStats
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100)
+    with ProgressView(console, epochs=3) as view:
+        for epoch in range(3):
+            for done in (10, 20, 30):
+                view.chunk(epoch, done, 30, 0.5 / (epoch + 1), 0.8)
+            view.epoch(EpochStats(epoch + 1, 0.1, 0.5, 0.8, 0.4, 0.85, 1.0, 1000.0))
+    text = buf.getvalue()
+    assert "epoch   3: loss 0.5000" in text and "val acc 85.00%" in text
+    assert view.progress.tasks[0].completed == 30 and view.progress.tasks[0].fields["epoch"] == 3
+
+
+def test_progress_view_in_a_pipe_prints_epoch_lines_only():
+    import io
+
+    from rich.console import Console
+
+    from digitnet.cli.train import ProgressView
+    from digitnet.training import EpochStats
+
+    buf = io.StringIO()
+    with ProgressView(Console(file=buf, force_terminal=False), epochs=1) as view:
+        view.chunk(0, 5, 10, 0.3, 0.9)
+        view.epoch(EpochStats(1, 0.1, 0.3, 0.9, None, None, 2.0, 500.0))
+    assert buf.getvalue() == "epoch   1: loss 0.3000  train acc 90.00%  2.00 s  500 samples/s\n"

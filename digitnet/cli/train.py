@@ -71,8 +71,7 @@ def train_command(
     dataset = load_dataset(data)
 
     err = make_console(stderr=True)
-    progress_view = _ProgressView(err, config, len(dataset.train_labels), quiet=False)
-    with progress_view:
+    with ProgressView(err, config.epochs) as progress_view:
         result = training.train(dataset, config, resume=previous.network if previous else None, history=history,
                                 threads=threads, on_chunk=progress_view.chunk, on_epoch=progress_view.epoch)
     model = training.model_from_result(result, dataset, config, data, {"preset": preset if resume is None else None})
@@ -104,23 +103,25 @@ def train_command(
         raise typer.Exit(EXIT_SIGNAL.get(result.signal, 130))
 
 
-class _ProgressView:
-    """Live progress on stderr: a rich bar per epoch on a terminal, one line per epoch otherwise."""
+class ProgressView:
+    """Live progress on stderr: a rich bar for the current epoch on a terminal (loss, accuracy,
+    samples/s), a line per finished epoch; on a pipe only the lines."""
 
-    def __init__(self, console, config, n, quiet=False):
-        self.console, self.config, self.quiet = console, config, quiet
-        self.live = console.is_terminal and not quiet
+    def __init__(self, console, epochs: int):
+        self.console, self.epochs = console, epochs
         self.progress = None
         self.task = None
+        self.shown_epoch = None
 
     def __enter__(self):
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("epoch {task.fields[epoch]:>3}/{task.fields[of]}"), BarColumn(),
-                                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}"),
-                                     TimeRemainingColumn(), console=self.console, transient=False)
+                                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}"),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
             self.progress.__enter__()
+            self.task = self.progress.add_task("train", total=None, epoch=1, of=self.epochs, loss=0.0, acc=0.0)
         return self
 
     def __exit__(self, *exc):
@@ -128,21 +129,21 @@ class _ProgressView:
             self.progress.__exit__(*exc)
 
     def chunk(self, epoch, done, total, loss, acc):
+        """Called every few thousand samples: move the bar."""
         if not self.progress:
             return
-        if self.task is None or self.progress.tasks[self.task].fields["epoch"] != epoch + 1:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task("train", total=total, epoch=epoch + 1, of=self.config.epochs, loss=loss, acc=acc)
+        if self.shown_epoch != epoch:
+            # reset() replaces the custom fields, so it is given all of them
+            self.progress.reset(self.task, total=total, completed=0, epoch=epoch + 1, of=self.epochs, loss=loss, acc=acc)
+            self.shown_epoch = epoch
         self.progress.update(self.task, completed=done, loss=loss, acc=acc)
 
     def epoch(self, s):
+        """Called after each epoch: one line that stays on the screen."""
         val = f"  val acc {s.val_accuracy:.2%}" if s.val_accuracy is not None else ""
-        line = f"epoch {s.epoch:>3}: loss {s.loss:.4f}  train acc {s.accuracy:.2%}{val}  {s.seconds:.2f} s  {s.samples_per_second:,.0f} samples/s"
-        if self.progress:
-            self.progress.console.print(line, soft_wrap=True)
-        elif not self.quiet:
-            self.console.print(line, soft_wrap=True)
+        line = (f"epoch {s.epoch:>3}: loss {s.loss:.4f}  train acc {s.accuracy:.2%}{val}  "
+                f"{s.seconds:.2f} s  {s.samples_per_second:,.0f} samples/s")
+        (self.progress.console if self.progress else self.console).print(line, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
