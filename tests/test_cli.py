@@ -104,7 +104,7 @@ def test_progress_view_on_a_terminal_across_epochs():
     from digitnet.training import EpochStats
 
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, width=100)
+    console = Console(file=buf, force_terminal=True, width=100, highlight=False)
     with ProgressView(console, epochs=3) as view:
         for epoch in range(3):
             for done in (10, 20, 30):
