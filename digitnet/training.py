@@ -36,10 +36,10 @@ SCHEDULES: dict[str, Callable[[int, int], float]] = {
 class TrainConfig:
     """Everything that decides a training run, kept apart from the learned weights."""
 
-    hidden: tuple[int, ...] = (256, 128)
+    hidden: tuple[int, ...] = (512, 256)
     activation: str = "relu"
     cost: str = "cross-entropy"
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 64
     lr: float = 0.1
     momentum: float = 0.9
@@ -88,7 +88,10 @@ PRESETS: dict[str, TrainConfig] = {
     # Nielsen's network.py: 784-30-10, sigmoid, quadratic cost, batch 10, eta 3.0.
     "nielsen": TrainConfig(hidden=(30,), activation="sigmoid", cost="quadratic", epochs=30, batch_size=10,
                            lr=3.0, momentum=0.0, l2=0.0, schedule="constant", augment=False, val_split=0.1),
-    # The best accuracy we reach in about a minute on two cores (see README for the figures).
+    # The best accuracy we reach in about a minute on two cores: 784-512-256-10 ReLU, softmax and
+    # cross-entropy, momentum SGD with a cosine schedule, L2, augmentation; 100 epochs.
+    # Measured on embedded+fonts (README): 784-256-128 x30 98.35%, 512-256 x60 98.55-98.85%,
+    # 512-256 x100 99.15%, 1024-512 x40 98.5% test accuracy.
     "default": TrainConfig(),
 }
 
