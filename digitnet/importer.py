@@ -19,14 +19,13 @@ Imported sets are remembered in ``user_data_dir()/imported.json`` (path, classes
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from digitnet.atomic import atomic_write
 from digitnet.datasets import MAX_CLASSES, user_data_dir
 from digitnet.errors import DataError, UsageError
 from digitnet.inputs import IMAGE_SUFFIXES   # the image files predict reads
@@ -103,17 +102,8 @@ def stratified_split(labels: np.ndarray, test_split: float, seed: int) -> np.nda
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as a compressed .npz: a temporary file beside ``path``, then os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **arrays)
 
 
 def import_folder(directory: Path, out: Path | None = None, test_split: float = 0.0, seed: int = 0,
@@ -203,10 +193,8 @@ def remember(result: ImportResult, source: Path) -> bool:
     index = _index_path()
     try:
         index.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".imported.", suffix=".tmp", dir=index.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(entries, f, indent=1)
-        os.replace(tmp, index)
+        with atomic_write(index) as f:
+            f.write(json.dumps(entries, indent=1).encode())
     except OSError:
         return False
     return True

@@ -8,13 +8,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from digitnet import __version__
+from digitnet.atomic import atomic_write
 from digitnet.errors import DigitnetError, ModelError
 from digitnet.network import ACTIVATIONS, COSTS, Network
 from digitnet.npzfile import read_npz
@@ -73,21 +73,10 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         arrays[f"b{l}"] = np.ascontiguousarray(b, np.float32)
     arrays["meta"] = np.array(json.dumps(model.to_meta(), allow_nan=False))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise DigitnetError(f"{path}: cannot write here ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise DigitnetError(f"{path}: could not write the model ({e.strerror})") from None
-        raise
+    except OSError as e:
+        raise DigitnetError(f"{path}: could not write the model ({e.strerror})") from None
     return path
 
 
