@@ -233,7 +233,11 @@ def activations_command(
         top = float(a.max(initial=0)) if relu else 1.0
         blocks.append(labelled(f"layer {l}", activation_cells(a, plain, rows=28, vmax=top or 1.0,
                                                                 cell_width=2 if a.size <= 64 else 1), fit=False))
-    blocks.append(labelled("output", output_bars(out, m.class_names, plain, width=10), fit=False))
+    # the bars shrink (10 down to 4 characters) so that, where possible, the output fits on the same row
+    used = sum(max(line.cell_len for line in b.split("\n")) + 2 for b in blocks)
+    label_w = max(len(n) if len(n) <= 6 else 6 for n in m.class_names)
+    bar_w = max(4, min(10, console.width - used - label_w - 10))
+    blocks.append(labelled("output", output_bars(out, m.class_names, plain, width=bar_w), fit=False))
     console.print(f"[bold]{Path(m.path).name}[/] on {source}: "
                   f"{m.class_names[winner]} ({out[winner]:.1%})" + ("" if label is None else
                   ("  [green]right[/]" if label == winner else f"  [red]wrong: it is {m.class_names[label]}[/]")))
