@@ -54,7 +54,10 @@ def summary_command(
     m = _model(model)
     info = analysis.model_summary(m)
     info["test_accuracy"], info["test_note"] = None, "not measured (--no-test)"
-    if test:
+    recorded = m.meta.get("test_accuracy")
+    if isinstance(recorded, (int, float)):
+        info["test_accuracy"], info["test_note"] = float(recorded), "recorded in the model file when it was trained"
+    elif test:
         try:
             images, labels, _ = analysis.load_split(m, None, "test")
             info["test_accuracy"] = float((m.predict_proba(images.reshape(len(images), -1) / 255.0).argmax(axis=1) == labels).mean())
