@@ -63,8 +63,18 @@ def _open(path: Path):
 def _read_exact(stream, n: int, path: Path) -> bytes:
     try:
         return stream.read(n)
-    except (OSError, EOFError, zlib.error) as e:
+    except EOFError:
+        raise DataError(f"{path}: the gzip file is cut short (it ends before its end-of-stream marker; "
+                        "an unfinished download?)") from None
+    except (OSError, zlib.error) as e:
         raise DataError(f"{path}: corrupt gzip data ({e})") from None
+
+
+def _check_gzip_end(stream, path: Path) -> None:
+    """After the declared data: reach the end of a gzip stream so its CRC and length are
+    checked. A download cut short can hold every data byte yet lack the trailer; that file
+    is damaged, not good. (Data beyond the declared size is allowed, as in raw files.)"""
+    _read_exact(stream, 1, path)
 
 
 def _read_header(stream, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -104,9 +114,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         size = path.stat().st_size
         what = _fmt_shape(shape)
         if not is_gzip and size - header < need:
-            raise DataError(f"{path.name}: header says {what} but the file holds {size - header:,} bytes of data")
+            raise DataError(f"{path}: header says {what} but the file holds {size - header:,} bytes of data")
         if is_gzip and need > size * MAX_DEFLATE_RATIO + 1024:
-            raise DataError(f"{path.name}: header says {what} ({need:,} bytes) but a {size:,}-byte gzip file cannot hold that")
+            raise DataError(f"{path}: header says {what} ({need:,} bytes) but a {size:,}-byte gzip file cannot hold that")
         # Read in blocks so the buffer grows with what is really there, never with the claim.
         parts, got = [], 0
         while got < need:
@@ -116,7 +126,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             parts.append(block)
             got += len(block)
         if got < need:
-            raise DataError(f"{path.name}: header says {what} but the file holds {got:,} bytes of data")
+            raise DataError(f"{path}: header says {what} but the file holds {got:,} bytes of data")
+        if is_gzip:
+            _check_gzip_end(stream, path)
     # frombuffer is read-only and big-endian: one copy makes it native and writable.
     return np.frombuffer(b"".join(parts), dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -128,7 +140,7 @@ def iter_idx_chunks(path: str | os.PathLike, chunk: int = 4096) -> Iterator[np.n
     raises DataError at the point the data runs out.
     """
     path = Path(path)
-    stream, _ = _open(path)
+    stream, is_gzip = _open(path)
     with stream:
         dtype, shape, _ = _read_header(stream, path)
         item = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
@@ -137,7 +149,9 @@ def iter_idx_chunks(path: str | os.PathLike, chunk: int = 4096) -> Iterator[np.n
             k = min(chunk, shape[0] - done)
             raw = _read_exact(stream, k * item, path)
             if len(raw) < k * item:
-                raise DataError(f"{path.name}: header says {_fmt_shape(shape)} but the data ends after item {done + len(raw) // max(item, 1):,}")
+                raise DataError(f"{path}: header says {_fmt_shape(shape)} but the data ends after item {done + len(raw) // max(item, 1):,}")
+            if is_gzip and done + k == shape[0]:
+                _check_gzip_end(stream, path)
             yield np.frombuffer(raw, dtype=dtype).reshape((k, *shape[1:])).astype(dtype.newbyteorder("="))
             done += k
 
