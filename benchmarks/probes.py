@@ -75,35 +75,46 @@ def numba_compile() -> dict:
         return runs
 
 
-def peak_memory(data: str = "fashion-mnist") -> dict:
+def peak_memory(model_out: str, data: str = "fashion-mnist") -> dict:
     """Peak resident memory (MiB) and wall seconds of ``digitnet train`` on the full data set for
-    one epoch with the default preset (augmentation and validation on), in a child process."""
-    with tempfile.TemporaryDirectory(prefix="digitnet-bench-mem-") as tmp:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        t0 = time.perf_counter()
-        proc = subprocess.run([str(BIN / "digitnet"), "train", "--data", data, "--epochs", "1", "--json",
-                               "--out", os.path.join(tmp, "m.npz"), "--force"],
-                              capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
-        seconds = time.perf_counter() - t0
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    one epoch with the default preset (augmentation and validation on), in a child process.
+    The model it writes (``model_out``) serves the predict benchmark afterwards."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(BIN / "digitnet"), "train", "--data", data, "--epochs", "1", "--json",
+                           "--out", model_out, "--force"],
+                          capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    seconds = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = {"command": f"digitnet train --data {data} --epochs 1 --json --out TMP --force",
               "peak_rss_mib": peak_kib / 1024, "seconds": seconds, "exit_code": proc.returncode}
-    if peak_kib <= before:           # an earlier child was bigger: ru_maxrss is a max over all children
+    if peak_kib <= before:           # ru_maxrss is the largest of all children so far
         result["note"] = "an earlier child process had a larger peak; figure is an upper bound"
     if proc.returncode:
         result["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
     return result
 
 
-def predict_cold() -> dict | None:
-    """Run ``benchmarks/predict_bench.py`` (the predict engineer's) if it exists; its last stdout
-    line is taken as JSON when it parses, else kept as text."""
+PREDICT_KEYS = ("model", "cold_one_png_s", "import_numpy_pil_s", "cold_ratio", "idx_images", "idx_images_per_s",
+                "idx_peak_rss_mb", "png_images", "png_images_per_s")
+
+
+def predict_cold(model: str | None) -> dict | None:
+    """Run ``benchmarks/predict_bench.py --quick`` (the predict engineer's) if it exists, on the
+    shipped default model when there is one, else on ``model``; keep its speed figures."""
     script = ROOT / "benchmarks" / "predict_bench.py"
     if not script.exists():
         return None
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT)
+    from digitnet.modelfile import default_model_path
+
+    default = default_model_path()
+    cmd = [sys.executable, str(script), "--quick"]
+    if not Path(default).exists() and model:
+        cmd += ["--model", model]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = proc.stdout.strip().splitlines()
     try:
-        return json.loads(lines[-1])
+        full = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        return {"exit_code": proc.returncode, "output": proc.stdout.strip()[-2000:]}
+        return {"exit_code": proc.returncode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return {k: full[k] for k in PREDICT_KEYS if k in full}

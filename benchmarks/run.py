@@ -51,41 +51,64 @@ def accuracy(net, x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def bench_workload(w: Workload, dataset, x, labels, x_test, y_test, repeats: int, threads: int,
-                   use_torch: bool, chunk_check: bool) -> dict:
+                   use_torch: bool, chunk_check: bool, time_limit: float) -> dict:
     """Median samples/s of one epoch for each implementation, taking turns ``repeats`` times."""
     from threadpoolctl import threadpool_limits
 
     n = len(x)
     times: dict[str, list[float]] = {"digitnet": [], "numpy": []}
+    if threads > 1:
+        times["digitnet_1thread"], times["numpy_1thread"] = [], []
     if use_torch:
         times["torch"] = []
+        if threads > 1:
+            times["torch_1thread"] = []
     if chunk_check:
         times["kernel_one_call"], times["kernel_chunked_4096"] = [], []
+    samples = {k: [] for k in times}
     nets = {}
+
+    def record(key, seconds, done, net=None):
+        times[key].append(seconds)
+        samples[key].append(done)
+        if net is not None:
+            nets[key] = net
+
     for rep in range(repeats):
         order = np.random.default_rng([1234, rep]).permutation(n).astype(np.int64)
-        s, nets["digitnet"] = trainers.digitnet_epoch(w, dataset, threads)
-        times["digitnet"].append(s)
+        record("digitnet", *trainers.digitnet_epoch(w, dataset, threads, time_limit))
+        if "digitnet_1thread" in times:
+            record("digitnet_1thread", *trainers.digitnet_epoch(w, dataset, 1, time_limit)[:2])
         with threadpool_limits(limits=threads, user_api="blas"):
-            s, nets["numpy"] = trainers.numpy_epoch(w, x, labels, order)
-            times["numpy"].append(s)
-            if chunk_check:
-                times["kernel_one_call"].append(trainers.digitnet_kernel_epoch(w, x, labels, order, None))
-                times["kernel_chunked_4096"].append(trainers.digitnet_kernel_epoch(w, x, labels, order, 4096))
+            record("numpy", *trainers.numpy_epoch(w, x, labels, order, time_limit))
+        if "numpy_1thread" in times:
+            with threadpool_limits(limits=1, user_api="blas"):
+                record("numpy_1thread", *trainers.numpy_epoch(w, x, labels, order, time_limit)[:2])
+        if chunk_check:
+            with threadpool_limits(limits=threads, user_api="blas"):
+                record("kernel_one_call", trainers.digitnet_kernel_epoch(w, x, labels, order, None), n)
+                record("kernel_chunked_4096", trainers.digitnet_kernel_epoch(w, x, labels, order, 4096), n)
         if use_torch:
-            s, nets["torch"] = trainers.torch_epoch(w, x, labels, order, threads)
-            times["torch"].append(s)
+            record("torch", *trainers.torch_epoch(w, x, labels, order, threads, time_limit))
+            if "torch_1thread" in times:
+                record("torch_1thread", *trainers.torch_epoch(w, x, labels, order, 1, time_limit)[:2])
+    # a trainer cut short by the time limit leaves no network: that check is then skipped
+    rates = {k: statistics.median(d / s for d, s in zip(samples[k], times[k])) for k in times}
     row = {"workload": w.name, "sizes": list(w.sizes), "activation": w.activation, "cost": w.cost,
            "batch_size": w.batch_size, "lr": w.lr, "momentum": w.momentum, "l2": w.l2, "samples": n,
-           "seconds": times,
-           "samples_per_second": {k: n / statistics.median(v) for k, v in times.items()},
+           "seconds": times, "samples_timed": samples,
+           "cut_short": sorted(k for k in times if min(samples[k]) < n),
+           "samples_per_second": rates,
            "test_accuracy_after_epoch": {k: accuracy(net, x_test, y_test) for k, net in nets.items()}}
     sps = row["samples_per_second"]
+    best = {k: max(sps[k], sps.get(k + "_1thread", 0)) for k in ("digitnet", "numpy", "torch") if k in sps}
     row["digitnet_vs_numpy"] = sps["digitnet"] / sps["numpy"]
+    row["digitnet_vs_numpy_best"] = best["digitnet"] / best["numpy"]
     if use_torch:
         row["digitnet_vs_torch"] = sps["digitnet"] / sps["torch"]
-    # inference: batched NumPy forward (Network.predict_proba) of the trained net over the test images
-    net = nets["digitnet"]
+        row["digitnet_vs_torch_best"] = best["digitnet"] / best["torch"]
+    # inference: batched NumPy forward (Network.predict_proba) of a trained net over the test images
+    net = nets.get("digitnet") or trainers.initial_network(w)
     inf = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -98,25 +121,37 @@ def bench_workload(w: Workload, dataset, x, labels, x_test, y_test, repeats: int
     return row
 
 
-def fmt_k(v: float) -> str:
-    return f"{v / 1000:.0f}k" if v >= 10_000 else f"{v / 1000:.1f}k"
+def fmt_k(v: float, cut: bool = False) -> str:
+    """Thousands, one decimal below 10k; a † when the epoch was cut short by the time limit."""
+    return (f"{v / 1000:.0f}k" if v >= 10_000 else f"{v / 1000:.1f}k") + ("†" if cut else "")
 
 
 def table(result: dict) -> str:
     """The Markdown table of the training rows, then the other measurements."""
     use_torch = result["torch"] is not None
-    head = ["workload", "digitnet", "NumPy", *(["PyTorch"] if use_torch else []), "digitnet/NumPy",
-            *(["digitnet/PyTorch"] if use_torch else []), "test acc. (dn/np" + ("/pt)" if use_torch else ")")]
+    t = result["threads"]
+    cols = [("digitnet", f"digitnet ({t} thr)"), ("digitnet_1thread", "digitnet (1 thr)"),
+            ("numpy", f"NumPy ({t} thr)"), ("numpy_1thread", "NumPy (1 thr)"),
+            ("torch", f"PyTorch ({t} thr)"), ("torch_1thread", "PyTorch (1 thr)")]
+    cols = [(k, h) for k, h in cols if k in result["training"][0]["samples_per_second"]]
+    ratios = [("digitnet_vs_numpy", f"digitnet/NumPy ({t} thr)"), ("digitnet_vs_numpy_best", "best/best"),
+              ("digitnet_vs_torch", f"digitnet/PyTorch ({t} thr)"), ("digitnet_vs_torch_best", "best/best")]
+    ratios = [(k, h) for k, h in ratios if k in result["training"][0]]
+    head = ["workload", *(h for _, h in cols), *(h for _, h in ratios),
+            "test acc. after the epoch (dn/np" + ("/pt)" if use_torch else ")")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["training"]:
         s = r["samples_per_second"]
         acc = r["test_accuracy_after_epoch"]
-        cells = [r["workload"], fmt_k(s["digitnet"]), fmt_k(s["numpy"]), *([fmt_k(s["torch"])] if use_torch else []),
-                 f"{r['digitnet_vs_numpy']:.2f}×", *([f"{r['digitnet_vs_torch']:.2f}×"] if use_torch else []),
+        c = set(r["cut_short"])
+        cells = [r["workload"], *(fmt_k(s[k], k in c) for k, _ in cols), *(f"{r[k]:.2f}×" for k, _ in ratios),
                  "/".join(f"{acc[k]:.3f}" for k in ("digitnet", "numpy", "torch") if k in acc)]
         lines.append("| " + " | ".join(cells) + " |")
-    out = ["Training, samples/s (one epoch of %d Fashion-MNIST images, median of %d, float32):"
-           % (result["training"][0]["samples"], result["repeats"]), "", *lines, ""]
+    out = ["Training, samples/s (one epoch of %d Fashion-MNIST images, median of %d, float32; "
+           "best/best: each implementation at its faster thread setting):"
+           % (result["training"][0]["samples"], result["repeats"]), "", *lines, "",
+           "† cut short by the time limit (%g s an epoch); the rate is over the part done." % result["time_limit"],
+           ""]
     if any("kernel_one_call" in r["samples_per_second"] for r in result["training"]):
         out += ["Chunking (kernel called directly; one call per epoch vs one call per ~4096 samples, as training does):",
                 ""]
@@ -148,7 +183,14 @@ def table(result: dict) -> str:
             out.append(f"- peak memory of `{m['command']}`: {m['peak_rss_mib']:.0f} MiB ({m['seconds']:.1f} s wall"
                        + (f", exit {m['exit_code']}: {m.get('error', '')}" if m["exit_code"] else "") + ")")
         if p.get("predict_cold") is not None:
-            out.append(f"- `digitnet predict one.png` cold: {json.dumps(p['predict_cold'])}")
+            c = p["predict_cold"]
+            if "cold_one_png_s" in c:
+                out.append(f"- `digitnet predict one.png` cold (benchmarks/predict_bench.py --quick): "
+                           f"{c['cold_one_png_s']:.3f} s (`python -c 'import numpy, PIL.Image'`: "
+                           f"{c.get('import_numpy_pil_s', float('nan')):.3f} s); predict on a {c.get('idx_images')}-image "
+                           f"IDX file: {c.get('idx_images_per_s')} images/s")
+            else:
+                out.append(f"- predict benchmark failed: {json.dumps(c)}")
     env = result["environment"]
     blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('prefix')}, {b.get('architecture')}, "
                      f"{b.get('num_threads')} threads)" for b in env["blas"])
@@ -185,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-probes", action="store_true", help="skip cold start, compile time and peak memory")
     ap.add_argument("--chunk-check", action="store_true",
                     help="also time the kernel called once per epoch vs once per 4096 samples")
+    ap.add_argument("--time-limit", type=float, default=6.0,
+                    help="seconds after which one timed epoch is cut short (its rate still counts)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = ap.parse_args(argv)
 
@@ -214,16 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     small = replace(dataset, train_images=dataset.train_images[:256], train_labels=dataset.train_labels[:256])
     trainers.digitnet_epoch(WORKLOADS[0], small, args.threads)
     if use_torch:
-        trainers.torch_epoch(WORKLOADS[1], x[:2048], labels[:2048], np.arange(2048, dtype=np.int64), args.threads)
+        trainers.torch_epoch(WORKLOADS[1], x[:2048], labels[:2048], np.arange(2048, dtype=np.int64), 1)
 
-    result = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "repeats": args.repeats, "threads": args.threads,
+    result = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "repeats": args.repeats, "threads": args.threads, "time_limit": args.time_limit, "command": " ".join(["benchmarks/run.py", *(argv or sys.argv[1:])]),
               "torch": torch_version, "training": []}
     for w in WORKLOADS:
         if args.only and args.only not in w.name:
             continue
         t0 = time.perf_counter()
         row = bench_workload(w, dataset, x, labels, x_test, y_test, args.repeats, args.threads, use_torch,
-                             args.chunk_check)
+                             args.chunk_check, args.time_limit)
         result["training"].append(row)
         s = row["samples_per_second"]
         print(f"{w.name}: " + ", ".join(f"{k} {fmt_k(v)}/s" for k, v in s.items())
@@ -233,8 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
         "loadavg_before": " ".join(f"{v:.2f}" for v in loadavg), "blas": blas_info()}
     if not (args.quick or args.no_probes):
-        result["probes"] = {"cold_start": probes.cold_help(), "numba_compile": probes.numba_compile(),
-                            "peak_memory": probes.peak_memory(), "predict_cold": probes.predict_cold()}
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="digitnet-bench-") as tmp:
+            model = os.path.join(tmp, "fashion-1-epoch.npz")
+            result["probes"] = {"cold_start": probes.cold_help(), "numba_compile": probes.numba_compile(),
+                                "peak_memory": probes.peak_memory(model)}
+            result["probes"]["predict_cold"] = probes.predict_cold(model if os.path.exists(model) else None)
         print("probes done", flush=True)
     result["environment"]["loadavg_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     text = table(result)

@@ -54,15 +54,32 @@ def initial_network(w: Workload):
 
 
 # ---------------------------------------------------------------------------------- digitnet
-def digitnet_epoch(w: Workload, dataset, threads: int | None) -> tuple[float, object]:
-    """(seconds, network) for one epoch of ``digitnet.training.train`` on the whole train split."""
+class _OutOfTime(Exception):
+    pass
+
+
+def digitnet_epoch(w: Workload, dataset, threads: int | None, time_limit: float = 1e9) -> tuple[float, int, object]:
+    """(seconds, samples, network) for one epoch of ``digitnet.training.train`` on the whole
+    train split. Past ``time_limit`` seconds the epoch is cut short (a pathologically slow
+    setting must not stall the benchmark) and the rate comes from the chunks done after the first."""
     from digitnet.training import TrainConfig, train
 
     config = TrainConfig(hidden=w.hidden, activation=w.activation, cost=w.cost, epochs=1, batch_size=w.batch_size,
                          lr=w.lr, momentum=w.momentum, l2=w.l2, schedule="constant", seed=0, augment=False,
                          val_split=0.0)
-    result = train(dataset, config, threads=threads)
-    return result.history[0]["seconds"], result.network
+    marks: list[tuple[float, int]] = []
+
+    def on_chunk(epoch, done, total, loss, acc):
+        marks.append((time.perf_counter(), done))
+        if marks[-1][0] - marks[0][0] > time_limit and done < total:
+            raise _OutOfTime
+
+    try:
+        result = train(dataset, config, threads=threads, on_chunk=on_chunk)
+    except _OutOfTime:
+        (t1, d1), (t2, d2) = marks[0], marks[-1]
+        return t2 - t1, (d2 - d1) * w.batch_size, None
+    return result.history[0]["seconds"], len(dataset.train_labels), result.network
 
 
 def digitnet_kernel_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarray,
@@ -100,8 +117,10 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def numpy_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarray) -> tuple[float, object]:
-    """(seconds, network) for one epoch of plain vectorized NumPy backprop, float32."""
+def numpy_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarray,
+                time_limit: float = 1e9) -> tuple[float, int, object]:
+    """(seconds, samples, network) for one epoch of plain vectorized NumPy backprop, float32
+    (cut short after ``time_limit`` seconds: then samples < len(x))."""
     net = initial_network(w)
     Ws, bs_ = [W.copy() for W in net.weights], [b.copy() for b in net.biases]
     vW, vb = [np.zeros_like(W) for W in Ws], [np.zeros_like(b) for b in bs_]
@@ -111,7 +130,11 @@ def numpy_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
     relu = w.activation == "relu"
     L = len(Ws)
     t0 = time.perf_counter()
+    done = len(x)
     for start in range(0, len(x), w.batch_size):
+        if start % 4096 < w.batch_size and time.perf_counter() - t0 > time_limit:
+            done = start
+            break
         idx = order[start:start + w.batch_size]
         m = len(idx)
         a = x[idx]
@@ -144,7 +167,7 @@ def numpy_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
     seconds = time.perf_counter() - t0
     for dst, src in zip(net.weights + net.biases, Ws + bs_):
         dst[...] = src
-    return seconds, net
+    return seconds, done, net
 
 
 # ----------------------------------------------------------------------------------- PyTorch
@@ -158,8 +181,9 @@ def torch_available() -> bool:
 
 
 def torch_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarray,
-                threads: int) -> tuple[float, object]:
-    """(seconds, network) for one epoch of the idiomatic PyTorch loop on pre-loaded tensors."""
+                threads: int, time_limit: float = 1e9) -> tuple[float, int, object]:
+    """(seconds, samples, network) for one epoch of the idiomatic PyTorch loop on pre-loaded
+    tensors (cut short after ``time_limit`` seconds: then samples < len(x))."""
     import torch
     import torch.nn.functional as F
 
@@ -181,7 +205,11 @@ def torch_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
     X, Y, order_t = torch.from_numpy(x), torch.from_numpy(labels), torch.from_numpy(order)
     Y1 = torch.nn.functional.one_hot(Y, 10).float()
     t0 = time.perf_counter()
+    done = len(x)
     for start in range(0, len(x), w.batch_size):
+        if start % 4096 < w.batch_size and time.perf_counter() - t0 > time_limit:
+            done = start
+            break
         idx = order_t[start:start + w.batch_size]
         out = model(X[idx])
         if quadratic:
@@ -195,7 +223,7 @@ def torch_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
     with torch.no_grad():
         for dst, src in zip(net.weights + net.biases, weights + biases):
             dst[...] = src.numpy()
-    return seconds, net
+    return seconds, done, net
 
 
 def torch_inference(net, x: np.ndarray, threads: int) -> float:

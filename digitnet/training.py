@@ -175,21 +175,6 @@ def _blas_limits(threads: int | None):
     return threadpool_limits(limits=threads or os.cpu_count() or 1, user_api="blas")
 
 
-# Below this many multiply-adds in a batch's largest product (batch × n_{l-1} × n_l), a second
-# BLAS thread costs more in hand-offs than it saves: 784-128-10 at batch 32 (3.2M) ran 1.4-2×
-# faster on one thread, and on a shared machine a BLAS thread that has to wait for a core
-# stalls every product (see benchmarks/README.md). Bigger products get every allowed thread.
-ONE_THREAD_BELOW = 16_000_000
-
-
-def kernel_threads(threads: int | None, batch_size: int, sizes: tuple[int, ...]) -> int:
-    """BLAS threads for the training kernels: one for small products, else ``threads`` (the cap;
-    None means all cores). Depends only on the run's settings, so results stay reproducible."""
-    cap = threads or os.cpu_count() or 1
-    work = batch_size * max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return 1 if work < ONE_THREAD_BELOW else cap
-
-
 def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = None, history: list[dict] | None = None,
           threads: int | None = None, on_chunk: Callable[[int, int, int, float, float], None] | None = None,
           on_epoch: Callable[[EpochStats], None] | None = None) -> TrainResult:
@@ -237,7 +222,6 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     grad = np.zeros_like(net.params)
     acts = np.zeros(bs * sum(net.sizes), np.float32)
     deltas = np.zeros(2 * bs * max(net.sizes[1:]), np.float32)
-    kthreads = kernel_threads(threads, bs, net.sizes)
 
     best_net, best_acc, best_epoch = net.copy(), -1.0, first_epoch
     stopped, signum = "completed", None
@@ -253,20 +237,19 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
             order = rng.permutation(n).astype(np.int64)
             stats = np.zeros(2, np.float64)
             done = 0
-            with _blas_limits(kthreads):     # validation below runs with every allowed thread
-                while done < n_batches and stop.signum is None:
-                    last = min(n_batches, done + per_chunk)
-                    kernels.train_batches(x_epoch, train_labels, order, net.params, velocity, grad, sizes_arr,
-                                          net.w_off, net.b_off, act, cost, bs, done, last, np.float32(lr),
-                                          np.float32(config.momentum), np.float32(config.l2), acts, deltas, stats)
-                    seen = min(n, last * bs)
-                    samples_done += seen - min(n, done * bs)
-                    done = last
-                    if not math.isfinite(stats[0]):
-                        raise TrainingError(f"the cost became non-finite in epoch {epoch + 1} (lr {lr:g} is too high for "
-                                            f"this network): try a lower --lr, e.g. --lr {config.lr / 10:g}")
-                    if on_chunk:
-                        on_chunk(epoch, done, n_batches, stats[0] / seen, stats[1] / seen)
+            while done < n_batches and stop.signum is None:
+                last = min(n_batches, done + per_chunk)
+                kernels.train_batches(x_epoch, train_labels, order, net.params, velocity, grad, sizes_arr,
+                                      net.w_off, net.b_off, act, cost, bs, done, last, np.float32(lr),
+                                      np.float32(config.momentum), np.float32(config.l2), acts, deltas, stats)
+                seen = min(n, last * bs)
+                samples_done += seen - min(n, done * bs)
+                done = last
+                if not math.isfinite(stats[0]):
+                    raise TrainingError(f"the cost became non-finite in epoch {epoch + 1} (lr {lr:g} is too high for "
+                                        f"this network): try a lower --lr, e.g. --lr {config.lr / 10:g}")
+                if on_chunk:
+                    on_chunk(epoch, done, n_batches, stats[0] / seen, stats[1] / seen)
             if stop.signum is not None and done < n_batches:
                 stopped, signum = "interrupted", stop.signum
                 if best_acc < 0:      # interrupted in the first epoch: the partly trained net is what we have
