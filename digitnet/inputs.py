@@ -141,13 +141,26 @@ def _array_batches(rows: Iterable[np.ndarray], label: str, shape: tuple[int, int
 def _npy_rows(path: Path, shape: tuple[int, int], chunk: int) -> Iterator[np.ndarray]:
     """Chunks of a .npy file's rows, memory-mapped so a large file is never read whole."""
     try:
-        a = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not isinstance(a, np.ndarray):
-        raise DataError(f"{path}: holds several arrays; give a single .npy array")
+    if head.startswith(b"PK\x03\x04"):
+        raise DataError(f"{path}: an .npz archive of several arrays; give a single .npy array")
+    if head != NPY_MAGIC:
+        # np.load would take anything else for a pickle and say so: name the real problem
+        raise DataError(f"{path}: not a .npy array ({'the file is empty' if not head else 'no .npy header'})")
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, SyntaxError) as e:
+        why = str(e)
+        if "mmap length" in why:
+            why = "the file is shorter than its header says: cut short?"
+        elif "Python objects" in why or "pickle" in why:
+            why = "it holds Python objects; digitnet never unpickles"
+        raise DataError(f"{path}: not a readable .npy array ({why})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     n = _check_shape(a.shape, shape, str(path))
     a = a.reshape(n, -1)
     for i in range(0, n, chunk):
