@@ -58,7 +58,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                 if im.format == "JPEG":
                     im.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
                 im = ImageOps.exif_transpose(im)
-                return _to_gray(im)
+                try:
+                    return _to_gray(im)
+                except DataError as e:
+                    raise DataError(f"{path}: {e}") from None
     except DataError:
         raise
     except FileNotFoundError:
@@ -81,6 +84,8 @@ def _to_gray(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # 16-bit and float greyscale: Pillow's convert("L") would clip, so scale here.
         a = np.asarray(im, np.float32)
+        if not np.isfinite(a).all():
+            raise DataError("the image holds NaN or infinite values")
         top = 65535.0 if im.mode != "F" else max(float(a.max(initial=0)), 1.0)
         return np.clip(a / top, 0, 1).astype(np.float32)
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
