@@ -12,6 +12,33 @@ ZIP_MAGIC = b"PK\x03\x04"
 NPY_MAGIC = b"\x93NUMPY"
 
 
+def _check_member_sizes(path: Path, error: type[Exception], what: str) -> None:
+    """Refuse a member whose .npy header claims more data than the member holds, before
+    NumPy allocates the claimed shape (a 40-byte member can claim terabytes)."""
+    from numpy.lib import format as npy
+
+    readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                try:
+                    reader = readers.get(npy.read_magic(f))
+                    if reader is None:
+                        continue      # a newer header version: np.load checks it
+                    shape, _, dtype = reader(f)
+                except ValueError:
+                    continue          # np.load says what is wrong with the header
+                if dtype.hasobject:
+                    continue          # refused by np.load(allow_pickle=False) below
+                need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                have = info.file_size - f.tell()
+                if need > have:
+                    raise error(f"{path}: damaged {what} ({info.filename[:-4]} claims shape "
+                                f"{'×'.join(map(str, shape))} of {dtype}, {need:,.0f} bytes, but holds {have:,})")
+
+
 def read_npz(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` as a dict, loaded with ``allow_pickle=False``.
 
@@ -33,6 +60,7 @@ def read_npz(path: str | os.PathLike, error: type[Exception], what: str) -> dict
     if not magic.startswith(ZIP_MAGIC):
         raise error(f"{path}: not {what} ({'the file is empty' if not magic else 'not an .npz (zip) file'})")
     try:
+        _check_member_sizes(path, error, what)
         with np.load(path, allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
     except ValueError as e:
