@@ -15,7 +15,7 @@ import numpy as np
 
 from digitnet import __version__
 from digitnet.atomic import atomic_write
-from digitnet.errors import DigitnetError, ModelError
+from digitnet.errors import DigitnetError, ModelError, UsageError
 from digitnet.network import ACTIVATIONS, COSTS, Network
 from digitnet.npzfile import read_npz
 
@@ -100,6 +100,46 @@ def _check(cond: bool, path: Path, what: str) -> None:
         raise ModelError(f"{path}: {what}")
 
 
+_NUMBER_FIELDS = ("epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_second")
+
+
+def _is_number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check_descriptions(meta: dict, path: Path) -> None:
+    """The metadata that describes rather than computes (config, history, data set,
+    preprocessing) must have the types the commands read, so a stranger's file is refused
+    here with one line instead of failing later inside a command."""
+    _check(isinstance(meta.get("preprocessing", "mnist"), str), path, "preprocessing must be a name (a string)")
+    _check(isinstance(meta.get("config") or {}, dict), path, "config must be a JSON object")
+    dataset = meta.get("dataset") or {}
+    _check(isinstance(dataset, dict) and all(isinstance(dataset.get(k, ""), str) for k in ("name", "spec", "checksum"))
+           and all(type(dataset.get(k, 0)) is int for k in ("train", "test")),
+           path, "dataset must be a JSON object (name, spec, checksum: strings; train, test: whole numbers)")
+    history = meta.get("history") or []
+    _check(isinstance(history, list) and all(isinstance(h, dict) and all(_is_number(h.get(k)) for k in _NUMBER_FIELDS)
+                                             for h in history),
+           path, f"history must be a list of per-epoch records with numbers ({', '.join(_NUMBER_FIELDS)})")
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """Say before any work whether a model can be written to ``path``: the path must not be a
+    directory and its nearest existing ancestor must be a writable directory (missing
+    directories are created by ``save_model``). Raises UsageError naming what is in the way."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'digitnet.npz'}")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {path}: {parent} is a file, not a directory, so nothing can be written under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: the directory {parent} is not writable")
+    return path
+
+
 def load_model(path: str | os.PathLike) -> Model:
     """Load and validate a model file; ModelError says what is wrong. Never unpickles."""
     path = Path(path)
@@ -127,8 +167,9 @@ def load_model(path: str | os.PathLike) -> Model:
     _check(isinstance(names, list) and len(names) == sizes[-1] and all(isinstance(c, str) for c in names),
            path, f"class names {names!r} do not match the {sizes[-1]} outputs")
     shape = meta.get("input_shape")
-    _check(isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)
+    _check(isinstance(shape, list) and len(shape) == 2 and all(type(s) is int and s > 0 for s in shape)
            and shape[0] * shape[1] == sizes[0], path, f"input shape {shape!r} does not match the {sizes[0]} inputs")
+    _check_descriptions(meta, path)
     return Model(net, tuple(names), tuple(shape), str(meta.get("preprocessing", "mnist")), meta.get("config") or {},
                  meta.get("history") or [], meta.get("dataset") or {}, meta, str(path))
 
