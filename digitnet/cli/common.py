@@ -62,8 +62,9 @@ def usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def parse_ints(text: str, option: str) -> tuple[int, ...]:
-    """'16,16' -> (16, 16); raises UsageError naming ``option`` on anything else."""
+def parse_ints(text: str, option: str, maximum: int | None = None) -> tuple[int, ...]:
+    """'16,16' -> (16, 16); raises UsageError naming ``option`` on anything else, including a
+    value above ``maximum``."""
     from digitnet.errors import UsageError
 
     parts = [p.strip() for p in text.split(",")]
@@ -73,6 +74,8 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
         raise UsageError(f"{option}: expected whole numbers separated by commas (e.g. 16,16), got {text!r}") from None
     if not values or min(values) < 1:
         raise UsageError(f"{option}: every layer needs at least 1 neuron, got {text!r}")
+    if maximum is not None and max(values) > maximum:
+        raise UsageError(f"{option}: at most {maximum:,} neurons per layer, got {text!r}")
     return values
 
 

@@ -46,23 +46,23 @@ def train_command(
     from digitnet.metrics import evaluate
     from digitnet.render import make_console
 
-    if out.exists() and not force and (resume is None or resume.resolve() != out.resolve()):
-        raise UsageError(f"{out} exists; pass --force to overwrite it or choose another --out")
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory; give a file name such as {out / 'digitnet.npz'}")
-    overrides = dict(hidden=parse_ints(hidden, "--hidden") if hidden else None, activation=activation, cost=cost,
+    if out.exists() and not force and (resume is None or resume.resolve() != out.resolve()):
+        raise UsageError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    modelfile.check_output(out)          # before training, not after it
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {seed}")
+    overrides = dict(hidden=parse_ints(hidden, "--hidden", modelfile.MAX_LAYER_SIZE) if hidden is not None else None,
+                     activation=activation, cost=cost,
                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, l2=l2, schedule=schedule,
                      seed=seed, augment=augment, val_split=val_split)
     previous, history = None, None
     if resume is not None:
         previous = modelfile.load_model(resume)
-        base = training.TrainConfig.from_json(previous.config)
-        base = training.TrainConfig(**{**base.__dict__, "hidden": previous.network.sizes[1:-1],
-                                       "activation": previous.network.activation, "cost": previous.network.cost})
         if any(overrides[k] is not None for k in ("hidden", "activation", "cost")):
             raise UsageError("--resume keeps the model's layers, activation and cost; drop --hidden/--activation/--cost")
-        from dataclasses import replace
-        config = replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+        config = _resumed_config(training, previous, resume, overrides)
         history = previous.history
         if data == "embedded" and previous.dataset.get("spec"):
             data = previous.dataset["spec"]
@@ -144,6 +144,22 @@ class ProgressView:
         line = (f"epoch {s.epoch:>3}: loss {s.loss:.4f}  train acc {s.accuracy:.2%}{val}  "
                 f"{s.seconds:.2f} s  {s.samples_per_second:,.0f} samples/s")
         (self.progress.console if self.progress else self.console).print(line, soft_wrap=True)
+
+
+def _resumed_config(training, previous, resume: Path, overrides: dict):
+    """The config a resumed run uses: the model's own, with the given options on top. A
+    stranger's model may carry a config of the wrong types: that is the model's fault (exit 1)."""
+    from dataclasses import replace
+
+    from digitnet.errors import ModelError
+
+    try:
+        base = training.TrainConfig.from_json(previous.config)
+        base = training.TrainConfig(**{**base.__dict__, "hidden": previous.network.sizes[1:-1],
+                                       "activation": previous.network.activation, "cost": previous.network.cost})
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{resume}: its training config has values of the wrong type ({e})") from None
 
 
 def register(app: typer.Typer) -> None:
