@@ -156,20 +156,21 @@ def as_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
 
 def make_dataset(name, train_images, train_labels, test_images, test_labels, class_names=None, source="") -> Dataset:
     """Validate and assemble a Dataset (shapes, dtypes, counts, label range, class names)."""
-    tri = as_uint8_images(train_images, f"{name} train images")
-    tei = as_uint8_images(test_images, f"{name} test images") if test_images is not None else np.zeros((0, *tri.shape[1:]), np.uint8)
-    trl = as_labels(train_labels, len(tri), f"{name} train")
-    tel = as_labels(test_labels, len(tei), f"{name} test") if test_labels is not None else np.zeros(0, np.int64)
+    where = source or name      # errors name the file or folder the data came from
+    tri = as_uint8_images(train_images, f"{where} train images")
+    tei = as_uint8_images(test_images, f"{where} test images") if test_images is not None else np.zeros((0, *tri.shape[1:]), np.uint8)
+    trl = as_labels(train_labels, len(tri), f"{where} train")
+    tel = as_labels(test_labels, len(tei), f"{where} test") if test_labels is not None else np.zeros(0, np.int64)
     if len(tri) == 0:
-        raise DataError(f"{name}: the train split is empty")
+        raise DataError(f"{where}: the train split is empty")
     if tei.shape[1:] != tri.shape[1:]:
-        raise DataError(f"{name}: train images are {tri.shape[1]}×{tri.shape[2]} but test images are {tei.shape[1]}×{tei.shape[2]}")
+        raise DataError(f"{where}: train images are {tri.shape[1]}×{tri.shape[2]} but test images are {tei.shape[1]}×{tei.shape[2]}")
     top = int(max(trl.max(initial=0), tel.max(initial=0)))
     if class_names is None:
         class_names = DIGIT_NAMES if top < 10 else tuple(str(i) for i in range(top + 1))
     class_names = tuple(str(c) for c in class_names)
     if top >= len(class_names):
-        raise DataError(f"{name}: label {top} but only {len(class_names)} class names")
+        raise DataError(f"{where}: label {top} but only {len(class_names)} class names")
     return Dataset(name, tri, trl, tei, tel, class_names, source, _checksum(tri, trl, tei, tel))
 
 
@@ -187,10 +188,10 @@ def _load_idx_dir(directory: Path, name: str, class_names) -> Dataset:
     arrays = {role: read_idx(path) for role, path in files.items()}
     for role in ("train_images", "test_images"):
         if arrays[role].ndim != 3:
-            raise DataError(f"{files[role].name}: expected images (3 dimensions), found shape {arrays[role].shape}")
+            raise DataError(f"{files[role]}: expected images (3 dimensions), found shape {arrays[role].shape}")
     for role in ("train_labels", "test_labels"):
         if arrays[role].ndim != 1:
-            raise DataError(f"{files[role].name}: expected labels (1 dimension), found shape {arrays[role].shape}")
+            raise DataError(f"{files[role]}: expected labels (1 dimension), found shape {arrays[role].shape}")
     return make_dataset(name, arrays["train_images"], arrays["train_labels"], arrays["test_images"],
                         arrays["test_labels"], class_names, str(directory))
 
