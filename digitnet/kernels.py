@@ -141,6 +141,33 @@ else:
                                                               _i64, _i64, _f32, _i64, _i64))
 
 
+if config.DISABLE_JIT:
+    def _prefetch(address):
+        """No-op in plain Python."""
+else:
+    from llvmlite import ir
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _prefetch(typingctx, address):
+        """Hint the CPU to start loading the cache line at ``address`` (an int64) into cache:
+        llvm.prefetch(read, locality 2). The next batch's rows are random rows of X, so
+        without it each batch waits on memory for its gather (~15% of a 784-128-10 batch)."""
+        if not isinstance(address, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                "llvm.prefetch.p0")
+            builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 2),
+                              ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(address), codegen
+
+
 @njit(cache=True)
 def _bias_activate(Z, b, act):
     """In place: Z <- sigma(Z + b), bias add and activation fused in one pass. Z (m, n).
@@ -223,6 +250,7 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
     # raw addresses for sgemm (4 bytes a float32)
     P, V = np.int64(params.ctypes.data), np.int64(velocity.ctypes.data)
     AC, DE = np.int64(acts.ctypes.data), np.int64(deltas.ctypes.data)
+    X_addr = np.int64(X.ctypes.data)
     for batch in range(first, last):
         start = batch * batch_size
         m = min(batch_size, N - start)
@@ -264,6 +292,12 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
                 stats[0] -= np.log(max(aL[i, y], 1e-12))
             if best == y:
                 stats[1] += 1
+        # start loading the next batch's rows while this one goes backward
+        if start + batch_size < N:
+            for i in range(min(batch_size, N - start - batch_size)):
+                row = X_addr + 4 * n_0 * order[start + batch_size + i]
+                for line in range(0, 4 * n_0, 64):
+                    _prefetch(row + line)
         # backward, layer by layer from the top: first delta_{l-1} = (delta_l W_l) ⊙ sigma'
         # with the old W_l, then layer l's step with nabla_W = delta_l^T a_{l-1} (n_l, n_{l-1})
         # folded into one sgemm, and nabla_b = column sums of delta_l.
