@@ -321,7 +321,8 @@ def dream_command(
                        console.width, gap=3))
     console.print(f"output {name}: {d.start_probability:.1%} → [bold]{d.probability:.1%}[/]   "
                   f"{sparkline(d.trace, width=min(40, console.width - 40), plain=plain)}")
-    console.print("[dim]To the network this is a perfect example; to us it looks nothing like one.[/]")
+    console.print(f"[dim]The network is {'sure' if d.probability >= 0.9 else 'leaning'}: this is its '{name}'. "
+                  "Compare it with a real one (digitnet inspect errors shows some).[/]")
     if png is not None:
         console.print(f"Wrote {png} ({picture.shape[1]}×{picture.shape[0]} pixels)")
 
