@@ -321,8 +321,8 @@ def dream_command(
                        console.width, gap=3))
     console.print(f"output {name}: {d.start_probability:.1%} → [bold]{d.probability:.1%}[/]   "
                   f"{sparkline(d.trace, width=min(40, console.width - 40), plain=plain)}")
-    verdict = "is sure" if d.probability >= 0.9 else "only leans towards"
-    console.print(f"[dim]The network {verdict} this being a '{name}': does it look like one to you?[/]")
+    verdict = f"is sure this is a '{name}'" if d.probability >= 0.9 else f"only leans towards '{name}' here"
+    console.print(f"[dim]The network {verdict}. Does it look like one to you?[/]")
     if png is not None:
         console.print(f"Wrote {png} ({picture.shape[1]}×{picture.shape[0]} pixels)")
 
