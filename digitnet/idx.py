@@ -9,6 +9,7 @@ that claims more than it holds is refused with a message that says both numbers.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -54,8 +55,8 @@ def _open(path: Path):
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     if f.read(2) == GZIP_MAGIC:
-        f.seek(0)
-        return gzip.GzipFile(fileobj=f, mode="rb"), True
+        f.close()
+        return gzip.open(path, "rb"), True      # owns its file, so closing it closes both
     f.seek(0)
     return f, False
 
@@ -68,6 +69,19 @@ def _read_exact(stream, n: int, path: Path) -> bytes:
                         "an unfinished download?)") from None
     except (OSError, zlib.error) as e:
         raise DataError(f"{path}: corrupt gzip data ({e})") from None
+
+
+def _read_blocks(stream, n: int, path: Path) -> bytes:
+    """Up to ``n`` bytes, read in blocks so memory grows with the data really there, never
+    with what a header claims (``read(n)`` would allocate n bytes up front)."""
+    parts, got = [], 0
+    while got < n:
+        block = _read_exact(stream, min(_BLOCK, n - got), path)
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
 
 
 def _check_gzip_end(stream, path: Path) -> None:
@@ -110,27 +124,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     stream, is_gzip = _open(path)
     with stream:
         dtype, shape, header = _read_header(stream, path)
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        need = math.prod(shape) * dtype.itemsize          # Python ints: no overflow
         size = path.stat().st_size
         what = _fmt_shape(shape)
         if not is_gzip and size - header < need:
             raise DataError(f"{path}: header says {what} but the file holds {size - header:,} bytes of data")
         if is_gzip and need > size * MAX_DEFLATE_RATIO + 1024:
             raise DataError(f"{path}: header says {what} ({need:,} bytes) but a {size:,}-byte gzip file cannot hold that")
-        # Read in blocks so the buffer grows with what is really there, never with the claim.
-        parts, got = [], 0
-        while got < need:
-            block = _read_exact(stream, min(_BLOCK, need - got), path)
-            if not block:
-                break
-            parts.append(block)
-            got += len(block)
+        data = _read_blocks(stream, need, path)
+        got = len(data)
         if got < need:
             raise DataError(f"{path}: header says {what} but the file holds {got:,} bytes of data")
         if is_gzip:
             _check_gzip_end(stream, path)
     # frombuffer is read-only and big-endian: one copy makes it native and writable.
-    return np.frombuffer(b"".join(parts), dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def iter_idx_chunks(path: str | os.PathLike, chunk: int = 4096) -> Iterator[np.ndarray]:
@@ -143,11 +151,11 @@ def iter_idx_chunks(path: str | os.PathLike, chunk: int = 4096) -> Iterator[np.n
     stream, is_gzip = _open(path)
     with stream:
         dtype, shape, _ = _read_header(stream, path)
-        item = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        item = math.prod(shape[1:]) * dtype.itemsize
         done = 0
         while done < shape[0]:
             k = min(chunk, shape[0] - done)
-            raw = _read_exact(stream, k * item, path)
+            raw = _read_blocks(stream, k * item, path)
             if len(raw) < k * item:
                 raise DataError(f"{path}: header says {_fmt_shape(shape)} but the data ends after item {done + len(raw) // max(item, 1):,}")
             if is_gzip and done + k == shape[0]:
