@@ -198,7 +198,7 @@ def table(result: dict) -> str:
                 f"`set_num_threads({result['threads']})`). BLAS: {blas}. OPENBLAS_CORETYPE="
                 f"{env['OPENBLAS_CORETYPE']}. {env['python']}, NumPy {env['numpy']}, numba {env['numba']}"
                 + (f", PyTorch {result['torch']}" if use_torch else "") + f"; {env['cpu_count']} cores; "
-                f"load average before the run {env['loadavg_before']}."]
+                f"load average before the run {env['loadavg_before']}, after {env.get('loadavg_after', '?')}."]
     return "\n".join(out)
 
 
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="thread cap for every implementation")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     ap.add_argument("--no-probes", action="store_true", help="skip cold start, compile time and peak memory")
-    ap.add_argument("--chunk-check", action="store_true",
-                    help="also time the kernel called once per epoch vs once per 4096 samples")
+    ap.add_argument("--chunk-check", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the kernel called once per epoch vs once per 4096 samples (as training does)")
     ap.add_argument("--time-limit", type=float, default=6.0,
                     help="seconds after which one timed epoch is cut short (its rate still counts)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
