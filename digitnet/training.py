@@ -175,6 +175,13 @@ def _blas_limits(threads: int | None):
     return threadpool_limits(limits=threads or os.cpu_count() or 1, user_api="blas")
 
 
+def _to_unit_float(images: np.ndarray, n_in: int) -> np.ndarray:
+    """uint8 images (n, ...) as float32 rows (n, n_in) in [0, 1], scaled in place (one copy)."""
+    x = images.reshape(len(images), n_in).astype(np.float32)
+    x /= np.float32(255)
+    return x
+
+
 def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = None, history: list[dict] | None = None,
           threads: int | None = None, on_chunk: Callable[[int, int, int, float, float], None] | None = None,
           on_epoch: Callable[[EpochStats], None] | None = None) -> TrainResult:
@@ -207,10 +214,11 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     if len(train_idx) == 0:
         raise UsageError("--val-split leaves no training data")
     train_images, train_labels = images[train_idx], labels[train_idx]
-    x_val = images[val_idx].reshape(len(val_idx), n_in).astype(np.float32) / np.float32(255)
+    x_val = _to_unit_float(images[val_idx], n_in)
     y_val = labels[val_idx]
-    x_train = train_images.reshape(len(train_idx), n_in).astype(np.float32) / np.float32(255)
-    x_epoch = np.empty_like(x_train) if config.augment else x_train
+    # the kernels read x_epoch (n, n_0) float32: augmentation rewrites it every epoch from the
+    # uint8 images, so only an un-augmented run needs the plain float copy
+    x_epoch = np.empty((len(train_idx), n_in), np.float32) if config.augment else _to_unit_float(train_images, n_in)
 
     n = len(train_idx)
     bs = min(config.batch_size, n)
