@@ -58,8 +58,11 @@ def _find_cblas_sgemm() -> tuple[int | None, str]:
     import ctypes
     import glob
 
-    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "*openblas*64*.so*"))):
+    here = os.path.dirname(np.__file__)
+    libs = os.path.join(os.path.dirname(here), "numpy.libs")               # Linux wheels
+    candidates = (glob.glob(os.path.join(libs, "*openblas*64*.so*"))
+                  + glob.glob(os.path.join(here, ".dylibs", "*openblas*64*.dylib")))  # macOS wheels
+    for path in sorted(candidates):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
