@@ -235,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     import numba
 
     from digitnet.datasets import load_dataset
-    from digitnet.training import train, TrainConfig  # noqa: F401  (compiles nothing yet)
 
     use_torch = not args.no_torch and trainers.torch_available()
     torch_version = None

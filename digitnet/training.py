@@ -168,8 +168,7 @@ class _StopSignals:
 
 
 def _blas_limits(threads: int | None):
-    """Limit BLAS threads (NumPy's and SciPy's; the kernels call NumPy's) to ``threads``."""
-    import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS so the limit reaches it)
+    """Limit BLAS threads to ``threads``: NumPy's OpenBLAS, which the kernels call too."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads or os.cpu_count() or 1, user_api="blas")
