@@ -60,6 +60,25 @@ def model_summary(model) -> dict:
     }
 
 
+def test_accuracy(model, measure: bool = True) -> tuple[float | None, str]:
+    """(accuracy, where it comes from): the test accuracy recorded in the model file if any,
+    else measured now on the test split of the model's own data set (when ``measure``), else
+    None. A data set that cannot be loaded gives None and the reason, not an error."""
+    from digitnet.errors import DataError
+
+    recorded = model.meta.get("test_accuracy")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        return float(recorded), "recorded in the model file when it was trained"
+    if not measure:
+        return None, "not measured (--no-test)"
+    try:
+        images, labels, _ = load_split(model, None, "test")
+    except (DataError, UsageError) as e:
+        return None, f"not measured: {e}"
+    predicted = model.predict_proba(images.reshape(len(images), -1) / np.float32(255)).argmax(axis=1)
+    return float((predicted == labels).mean()), f"{len(labels):,} test images of {model.dataset.get('spec') or 'embedded'}, measured now"
+
+
 # ---------------------------------------------------------------------------------------------
 # Selecting layers and neurons
 

@@ -164,6 +164,21 @@ def test_model_summary(tiny_model):
     assert info["best_val_accuracy"] is not None
 
 
+def test_test_accuracy_recorded_measured_or_not(tiny_model):
+    m = load_model(tiny_model)
+    acc, note = analysis.test_accuracy(m)
+    images, labels, _ = analysis.load_split(m)
+    assert acc == pytest.approx(float((m.predict_proba(images / 255.0).argmax(axis=1) == labels).mean()))
+    assert "measured now" in note
+    assert analysis.test_accuracy(m, measure=False)[0] is None
+    m.meta["test_accuracy"] = 0.5
+    assert analysis.test_accuracy(m, measure=False) == (0.5, "recorded in the model file when it was trained")
+    bare = small_model()
+    bare.dataset = {"spec": "/nonexistent/data.npz"}
+    acc, note = analysis.test_accuracy(bare)
+    assert acc is None and "not measured" in note
+
+
 def test_load_split_checks_the_model_fits(tmp_path, embedded):
     m = small_model(sizes=(784, 4, 3))
     with pytest.raises(UsageError):

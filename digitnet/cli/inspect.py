@@ -49,21 +49,10 @@ def summary_command(
 ):
     """Architecture, parameter counts, data set, config, training history and accuracies."""
     from digitnet import analysis
-    from digitnet.errors import DataError, UsageError
 
     m = _model(model)
     info = analysis.model_summary(m)
-    info["test_accuracy"], info["test_note"] = None, "not measured (--no-test)"
-    recorded = m.meta.get("test_accuracy")
-    if isinstance(recorded, (int, float)):
-        info["test_accuracy"], info["test_note"] = float(recorded), "recorded in the model file when it was trained"
-    elif test:
-        try:
-            images, labels, _ = analysis.load_split(m, None, "test")
-            info["test_accuracy"] = float((m.predict_proba(images.reshape(len(images), -1) / 255.0).argmax(axis=1) == labels).mean())
-            info["test_note"] = f"{len(labels):,} test images of {m.dataset.get('spec') or 'embedded'}, measured now"
-        except (DataError, UsageError) as e:
-            info["test_note"] = f"not measured: {e}"
+    info["test_accuracy"], info["test_note"] = analysis.test_accuracy(m, measure=test)
     if as_json:
         dump_json(info)
         return
