@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,5 +68,7 @@ def read_npz(path: str | os.PathLike, error: type[Exception], what: str) -> dict
         if "pickle" in str(e).lower():
             raise error(f"{path}: holds object arrays (pickled Python objects); digitnet never unpickles, refused") from None
         raise error(f"{path}: damaged {what} ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError, zipfile.LargeZipFile) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as e:   # zlib: bad deflate data; the last two: an
+        # unsupported compression method, an encrypted member
         raise error(f"{path}: damaged {what} ({type(e).__name__}: {e})") from None
