@@ -151,8 +151,8 @@ def load_model(path: str | os.PathLike) -> Model:
     _check(isinstance(sizes, list) and len(sizes) >= 2 and all(type(s) is int and 0 < s <= MAX_LAYER_SIZE for s in sizes),
            path, f"layer sizes {sizes!r} are not a list of positive whole numbers")
     act, cost = meta.get("activation"), meta.get("cost")
-    _check(act in ACTIVATIONS, path, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
-    _check(cost in COSTS, path, f"unknown cost {cost!r} (known: {', '.join(COSTS)})")
+    _check(isinstance(act, str) and act in ACTIVATIONS, path, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
+    _check(isinstance(cost, str) and cost in COSTS, path, f"unknown cost {cost!r} (known: {', '.join(COSTS)})")
     net = Network(sizes, act, cost)
     expected = {f"{k}{l}" for l in range(1, len(sizes)) for k in "Wb"} | {"meta"}
     _check(set(z) == expected, path, f"arrays {sorted(set(z) - {'meta'})} do not match {len(sizes) - 1} layers")
