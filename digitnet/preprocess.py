@@ -162,7 +162,8 @@ def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> 
     the centre of mass is at pixel (size/2, size/2). A blank image (nothing stands out from
     the background) raises DataError rather than feeding the network an empty field.
     """
-    gray = np.asarray(gray, np.float32)
+    with np.errstate(over="ignore"):   # float64 beyond float32's range becomes inf, refused below
+        gray = np.asarray(gray, np.float32)
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
     if not np.isfinite(gray).all():
@@ -192,7 +193,8 @@ def resize_plain(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     """What ``--no-preprocess`` feeds: the whole image resized to size×size (anti-aliased,
     aspect ratio not kept), float32 in [0, 1]. It does NOT invert: a dark-on-light image
     reaches the network dark-on-light, which is the point of comparing with ``to_mnist``."""
-    gray = np.asarray(gray, np.float32)
+    with np.errstate(over="ignore"):   # float64 beyond float32's range becomes inf, refused below
+        gray = np.asarray(gray, np.float32)
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
     if not np.isfinite(gray).all():
