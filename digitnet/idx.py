@@ -102,8 +102,11 @@ def _read_header(stream, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     raw = _read_exact(stream, 4 * ndim, path)
     if len(raw) < 4 * ndim:
         raise DataError(f"{path}: IDX header is truncated")
-    shape = struct.unpack(f">{ndim}I", raw)
-    return IDX_TYPES[magic[2]], tuple(int(s) for s in shape), 4 + 4 * ndim
+    shape = tuple(int(s) for s in struct.unpack(f">{ndim}I", raw))
+    dtype = IDX_TYPES[magic[2]]
+    if math.prod(max(s, 1) for s in shape) * dtype.itemsize >= 2 ** 63:   # NumPy cannot even describe it
+        raise DataError(f"{path}: not a usable IDX file (header declares an array of {'×'.join(map(str, shape))})")
+    return dtype, shape, 4 + 4 * ndim
 
 
 def read_idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
