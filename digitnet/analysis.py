@@ -11,12 +11,12 @@ values for quadratic-cost models; "confidence" below is the winner's output acti
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from digitnet.atomic import atomic_write
 from digitnet.errors import DigitnetError, UsageError
 from digitnet.network import ACTIVATIONS, Network
 
@@ -334,19 +334,8 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     if not path.parent.is_dir():
         raise UsageError(f"--png {path}: the folder {path.parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise DigitnetError(f"{path}: cannot write here ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB").save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise DigitnetError(f"{path}: could not write the image ({e.strerror})") from None
-        raise
+    except OSError as e:
+        raise DigitnetError(f"{path}: could not write the image ({e.strerror})") from None
     return path

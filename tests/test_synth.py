@@ -27,3 +27,24 @@ def test_builtin_font_needs_no_font_files():
 
 def test_font_files_are_fonts():
     assert all(p.suffix.lower() in (".ttf", ".otf") for p in font_files())
+
+
+def test_fonts_set_is_cached_and_the_cache_is_optional(monkeypatch, tmp_path):
+    import digitnet.synth as synth
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(synth, "TRAIN_PER_CLASS", 2)
+    monkeypatch.setattr(synth, "TEST_PER_CLASS", 1)
+    first = synth.load_fonts_dataset()
+    cached = list((tmp_path / "digitnet").glob("fonts-*.npz"))
+    assert len(cached) == 1
+    calls = []
+    monkeypatch.setattr(synth, "font_digits", lambda *a, **k: calls.append(a))
+    second = synth.load_fonts_dataset()
+    assert calls == [] and np.array_equal(first.train_images, second.train_images)
+    cached[0].write_bytes(b"garbage")                 # a damaged cache is rebuilt, not fatal
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(synth, "TRAIN_PER_CLASS", 2)
+    monkeypatch.setattr(synth, "TEST_PER_CLASS", 1)
+    assert np.array_equal(synth.load_fonts_dataset().train_images, first.train_images)

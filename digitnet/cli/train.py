@@ -75,8 +75,10 @@ def train_command(
         result = training.train(dataset, config, resume=previous.network if previous else None, history=history,
                                 threads=threads, on_chunk=progress_view.chunk, on_epoch=progress_view.epoch)
     model = training.model_from_result(result, dataset, config, data, {"preset": preset if resume is None else None})
-    modelfile.save_model(model, out)
     report = evaluate(model, *dataset.split("test")) if len(dataset.test_labels) else None
+    if report:    # recorded, so `inspect summary` need not load the data again
+        model.meta.update(test_accuracy=report["accuracy"], test_loss=report["loss"], test_n=report["n"])
+    modelfile.save_model(model, out)
     summary = {
         "accuracy": report["accuracy"] if report else (result.history[-1]["val_accuracy"] if result.history else None),
         "test_accuracy": report["accuracy"] if report else None,
