@@ -130,3 +130,22 @@ def test_signal_stops_training_and_saves_best(tmp_path, sig, code):
 
     model = load_model(out)
     assert model.meta["stopped"] == "interrupted" and len(model.history) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+def test_full_size_fashion_mnist_epoch(tmp_path):
+    """One epoch over all 60,000 Fashion-MNIST images through the real console script."""
+    import json
+
+    out = tmp_path / "fashion.npz"
+    r = subprocess.run([str(DIGITNET), "train", "--data", "fashion-mnist", "--hidden", "128", "--epochs", "1",
+                        "--batch-size", "128", "--no-augment", "--out", str(out), "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["test_accuracy"] > 0.78          # one epoch of a 784-128-10 net reaches ~0.83
+    from digitnet.modelfile import load_model
+
+    model = load_model(out)
+    assert model.class_names[9] == "Ankle boot" and model.dataset["train"] == 60000
