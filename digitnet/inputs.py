@@ -52,7 +52,7 @@ def input_kind(path: Path) -> str:
         return "dir"
     name = path.name.lower()
     suffix = path.suffix.lower()
-    if suffix == ".npy":
+    if suffix in (".npy", ".npz"):   # an .npz is refused by the .npy reader, saying why
         return "npy"
     if suffix == ".csv" or name.endswith(".csv.gz"):
         return "csv"
