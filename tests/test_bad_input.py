@@ -369,6 +369,7 @@ ROWS = [
     R("npy NaN", f"predict {M} {{d}}/a-nan.npy", 1, "NaN or infinite", "{d}/a-nan.npy[0]"),
     R("npy -inf", f"predict {M} {{d}}/a-inf.npy", 1, "NaN or infinite", "{d}/a-inf.npy[0]"),
     R("npy is an .npz", f"predict {M} {{d}}/a-npz.npy", 1, "give a single .npy array"),
+    R("npz data set given to predict", f"predict {M} {{d}}/tiny.npz", 1, "give a single .npy array"),
 
     # CSV, through predict
     R("csv empty", f"predict {M} {{d}}/c-empty.csv", 1, "empty CSV file"),
