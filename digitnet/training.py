@@ -21,6 +21,7 @@ import numpy as np
 
 from digitnet.datasets import Dataset
 from digitnet.errors import TrainingError, UsageError
+from digitnet.modelfile import MAX_LAYER_SIZE
 from digitnet.network import ACTIVATIONS, COSTS, Network, resolve
 
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
@@ -56,6 +57,10 @@ class TrainConfig:
         resolve(SCHEDULES, self.schedule, "schedule (--schedule)")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise UsageError(f"--hidden: every layer needs at least 1 neuron, got {','.join(map(str, self.hidden)) or 'nothing'}")
+        if max(self.hidden) > MAX_LAYER_SIZE:
+            raise UsageError(f"--hidden: at most {MAX_LAYER_SIZE:,} neurons per layer, got {max(self.hidden):,}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be 0 or more, got {self.seed}")
         checks = [("--epochs", self.epochs >= 1, "at least 1"), ("--batch-size", self.batch_size >= 1, "at least 1"),
                   ("--lr", self.lr > 0 and math.isfinite(self.lr), "a positive number"),
                   ("--momentum", 0 <= self.momentum < 1, "in [0, 1)"),

@@ -89,7 +89,7 @@ def test_chunk_progress_is_reported(small):
     ("epochs", 0, "--epochs"), ("batch_size", -1, "--batch-size"), ("lr", 0.0, "--lr"), ("lr", float("nan"), "--lr"),
     ("momentum", 1.0, "--momentum"), ("l2", -1.0, "--l2"), ("val_split", 1.0, "--val-split"),
     ("activation", "gelu", "--activation"), ("cost", "mse", "--cost"), ("schedule", "linear", "--schedule"),
-    ("hidden", (16, 0), "--hidden"),
+    ("hidden", (16, 0), "--hidden"), ("hidden", (70000,), "--hidden"), ("seed", -1, "--seed"),
 ])
 def test_config_validation_names_the_option(field, value, option):
     with pytest.raises(UsageError, match=option):

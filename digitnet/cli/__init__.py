@@ -43,5 +43,30 @@ app.add_typer(data.app, name="data")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: like ``app()``, but a usage error that the option parser
+    itself finds (``--epochs ten``, a missing argument) is one line on stderr, exit 2, as
+    every other error is."""
+    import sys
+
+    from digitnet.cli.common import error_line
+
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        sys.exit(130)
+    except typer.Abort:
+        error_line("aborted")
+        sys.exit(1)
+    except Exception as e:
+        # the parser's UsageError/ClickException: they carry a message and an exit code
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":     # bare `digitnet inspect`: show the help
+            print(e.format_message())
+            sys.exit(0)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        error_line(" ".join(e.format_message().split()) + hint)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

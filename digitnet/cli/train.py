@@ -46,13 +46,6 @@ def train_command(
     from digitnet.metrics import evaluate
     from digitnet.render import make_console
 
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; give a file name such as {out / 'digitnet.npz'}")
-    if out.exists() and not force and (resume is None or resume.resolve() != out.resolve()):
-        raise UsageError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    modelfile.check_output(out)          # before training, not after it
-    if seed is not None and seed < 0:
-        raise UsageError(f"--seed must be 0 or more, got {seed}")
     overrides = dict(hidden=parse_ints(hidden, "--hidden", modelfile.MAX_LAYER_SIZE) if hidden is not None else None,
                      activation=activation, cost=cost,
                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, l2=l2, schedule=schedule,
@@ -68,6 +61,12 @@ def train_command(
             data = previous.dataset["spec"]
     else:
         config = training.resolve_config(preset, **overrides)
+    # the options first, then where the result goes, then the data: all before any training
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name such as {out / 'digitnet.npz'}")
+    if out.exists() and not force and (resume is None or resume.resolve() != out.resolve()):
+        raise UsageError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    modelfile.check_output(out)          # before training, not after it
     dataset = load_dataset(data)
 
     err = make_console(stderr=True)
