@@ -16,21 +16,26 @@ import tempfile
 from pathlib import Path
 
 
+def _writable(folder: Path) -> bool:
+    """True when ``folder`` exists or can be made, and a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
 def _cache_dir() -> str:
     """A writable directory for numba's cache: $NUMBA_CACHE_DIR, else the user cache dir,
-    else a temporary one. A read-only install must still train, so this never fails."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return os.environ["NUMBA_CACHE_DIR"]
+    else a temporary one. A read-only install, or a cache directory that cannot be written,
+    must still train, so this never fails."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for candidate in (Path(base) / "digitnet" / "numba",):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            probe = candidate / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-            return str(candidate)
-        except OSError:
-            pass
+    for candidate in (os.environ.get("NUMBA_CACHE_DIR"), os.path.join(base, "digitnet", "numba")):
+        if candidate and _writable(Path(candidate)):
+            return candidate
     return tempfile.mkdtemp(prefix="digitnet-numba-")
 
 

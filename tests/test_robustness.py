@@ -127,8 +127,6 @@ def test_read_only_install_still_trains(read_only_install, tiny_data, tmp_path, 
     assert list(cache.rglob("*.nbi")), f"numba cache not in {cache}"
 
 
-@pytest.mark.xfail(strict=True, reason="digitnet/kernels.py trusts a NUMBA_CACHE_DIR it cannot write; "
-                                       "fix proposed in the issue-6 report (probe it, fall back)")
 def test_unwritable_numba_cache_dir_is_not_fatal(read_only_install, tiny_data, tmp_path):
     site, prefix = read_only_install
     (tmp_path / "a-file").write_text("not a directory")
