@@ -71,7 +71,7 @@ def bench_workload(w: Workload, dataset, x, labels, x_test, y_test, repeats: int
     def record(key, seconds, done, net=None):
         times[key].append(seconds)
         samples[key].append(done)
-        if net is not None:
+        if net is not None and done == n:           # a net cut short is no check of learning
             nets[key] = net
 
     for rep in range(repeats):
@@ -145,7 +145,8 @@ def table(result: dict) -> str:
         acc = r["test_accuracy_after_epoch"]
         c = set(r["cut_short"])
         cells = [r["workload"], *(fmt_k(s[k], k in c) for k, _ in cols), *(f"{r[k]:.2f}×" for k, _ in ratios),
-                 "/".join(f"{acc[k]:.3f}" for k in ("digitnet", "numpy", "torch") if k in acc)]
+                 "/".join(f"{acc[k]:.3f}" if k in acc else "–" for k in ("digitnet", "numpy", "torch")
+                          if k == "torch" and use_torch or k != "torch")]
         lines.append("| " + " | ".join(cells) + " |")
     out = ["Training, samples/s (one epoch of %d Fashion-MNIST images, median of %d, float32; "
            "best/best: each implementation at its faster thread setting):"
