@@ -37,8 +37,12 @@ README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def blas_info() -> list[dict]:
-    """The BLAS libraries loaded (NumPy's, SciPy's which numba calls, torch's), via threadpoolctl."""
-    import scipy.linalg.cython_blas  # noqa: F401
+    """The BLAS libraries loaded (NumPy's, which the kernels call; SciPy's if installed; torch's),
+    via threadpoolctl."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        pass
     from threadpoolctl import threadpool_info
 
     keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "prefix", "filepath")
