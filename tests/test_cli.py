@@ -128,3 +128,13 @@ def test_progress_view_in_a_pipe_prints_epoch_lines_only():
         view.chunk(0, 5, 10, 0.3, 0.9)
         view.epoch(EpochStats(1, 0.1, 0.3, 0.9, None, None, 2.0, 500.0))
     assert buf.getvalue() == "epoch   1: loss 0.3000  train acc 90.00%  2.00 s  500 samples/s\n"
+
+
+def test_help_examples_keep_their_lines():
+    """Click re-flows paragraphs unless they follow a \\b line: each example stays on its own line."""
+    import typer.main
+
+    for path in all_commands(typer.main.get_command(app)):
+        out = runner.invoke(app, [*path, "--help"], terminal_width=200).output
+        block = out[out.index("Example"):].split("\n\n")[0].splitlines()[1:]
+        assert block and all(line.strip().startswith(("digitnet", "find", "#", "|")) for line in block), (path, block)

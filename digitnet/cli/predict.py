@@ -10,6 +10,7 @@ import typer
 from digitnet.cli.common import EXIT_FAILURE, error_line, handle_errors
 
 EXAMPLE = """
+\b
 Examples:
   digitnet predict my-digit.png                      # a table: label, confidence, top 3
   digitnet predict photos/ --show                    # every image in a folder, with what the network saw
