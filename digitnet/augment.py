@@ -24,6 +24,14 @@ class AugmentRange:
     much_bolder: float = 0.15
 
 
+# What varies depends on what the images are: pen strokes rotate, slant and change weight;
+# photographed objects (Fashion-MNIST) are upright and filled, so they only move and resize.
+PROFILES: dict[str, AugmentRange] = {
+    "handwriting": AugmentRange(),
+    "objects": AugmentRange(rotate=0.0, scale=0.06, shear=0.0, shift=2.0, thinner=0.0, bolder=0.0, much_bolder=0.0),
+}
+
+
 def draw_transforms(rng: np.random.Generator, n: int, r: AugmentRange = AugmentRange()) -> tuple[np.ndarray, np.ndarray]:
     """Random inverse affine maps (n, 2, 3) float32 and stroke changes (n,) int8 in {-1, 0, 1, 2}."""
     theta = np.deg2rad(rng.uniform(-r.rotate, r.rotate, n))

@@ -46,13 +46,14 @@ class KnownDataset:
     description: str
     class_names: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()
+    augmentation: str = "handwriting"      # a profile in augment.PROFILES
 
 
 KNOWN: dict[str, KnownDataset] = {
     "embedded": KnownDataset("embedded", "10,000 real MNIST digits shipped with digitnet (8,000 train / 2,000 test)", DIGIT_NAMES),
     "mnist": KnownDataset("mnist", "MNIST handwritten digits, 60,000 train / 10,000 test", DIGIT_NAMES),
     "fashion-mnist": KnownDataset("fashion-mnist", "Zalando Fashion-MNIST clothing, 60,000 / 10,000",
-                                  FASHION_NAMES, ("/usr/share/datasets/fashion-mnist",)),
+                                  FASHION_NAMES, ("/usr/share/datasets/fashion-mnist",), "objects"),
     "kmnist": KnownDataset("kmnist", "Kuzushiji-MNIST cursive Japanese, 60,000 / 10,000", KMNIST_NAMES),
     "fonts": KnownDataset("fonts", "typed digits rendered from this machine's fonts, 3,000 / 500 (made on the fly)", DIGIT_NAMES),
 }
@@ -70,6 +71,7 @@ class Dataset:
     class_names: tuple[str, ...] = DIGIT_NAMES
     source: str = ""
     checksum: str = field(default="", compare=False)
+    augmentation: str = "handwriting"      # which augment.PROFILES entry suits these images
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -171,7 +173,9 @@ def make_dataset(name, train_images, train_labels, test_images, test_labels, cla
     class_names = tuple(str(c) for c in class_names)
     if top >= len(class_names):
         raise DataError(f"{where}: label {top} but only {len(class_names)} class names")
-    return Dataset(name, tri, trl, tei, tel, class_names, source, _checksum(tri, trl, tei, tel))
+    # the kind of images, known by their classes: clothing is augmented as objects, not strokes
+    augmentation = next((k.augmentation for k in KNOWN.values() if k.class_names == class_names), "handwriting")
+    return Dataset(name, tri, trl, tei, tel, class_names, source, _checksum(tri, trl, tei, tel), augmentation)
 
 
 def load_embedded() -> Dataset:

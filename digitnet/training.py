@@ -198,7 +198,7 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     and carries the best network so far. A non-finite cost raises TrainingError.
     """
     from digitnet import kernels
-    from digitnet.augment import augment
+    from digitnet.augment import PROFILES, augment
 
     config.validate()
     images, labels = dataset.train_images, dataset.train_labels
@@ -245,7 +245,7 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
             rng = np.random.default_rng([config.seed, epoch])
             lr = config.lr * SCHEDULES[config.schedule](e, config.epochs)
             if config.augment:
-                augment(train_images, rng, out=x_epoch)
+                augment(train_images, rng, PROFILES[dataset.augmentation], out=x_epoch)
             order = rng.permutation(n).astype(np.int64)
             stats = np.zeros(2, np.float64)
             done = 0
@@ -293,4 +293,5 @@ def model_from_result(result: TrainResult, dataset: Dataset, config: TrainConfig
     meta = {"best_epoch": result.best_epoch, "stopped": result.stopped, **(extra_meta or {})}
     return Model(result.network, dataset.class_names, dataset.input_shape, "mnist", config.to_json(), result.history,
                  {"name": dataset.name, "spec": data_spec, "checksum": dataset.checksum,
+                  "augmentation": dataset.augmentation if config.augment else None,
                   "train": int(len(dataset.train_labels)), "test": int(len(dataset.test_labels))}, meta)

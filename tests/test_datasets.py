@@ -102,3 +102,12 @@ def test_plus_combines_train_splits_and_keeps_the_first_test_split(tmp_path, emb
     np.savez(tmp_path / "other.npz", images=np.zeros((2, 20, 20), np.uint8), labels=np.array([0, 1]))
     with pytest.raises(DataError, match="cannot combine"):
         load_dataset(f"embedded+{tmp_path / 'other.npz'}")
+
+
+def test_augmentation_profile_follows_the_kind_of_images(embedded):
+    from digitnet.augment import PROFILES
+
+    assert embedded.augmentation == "handwriting"
+    clothes = make_dataset("c", np.zeros((2, 28, 28), np.uint8), np.array([0, 9]), None, None, FASHION_NAMES)
+    assert clothes.augmentation == "objects"
+    assert PROFILES["objects"].rotate == 0 and PROFILES["objects"].bolder == 0
