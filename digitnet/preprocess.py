@@ -152,6 +152,17 @@ def _thin_bold(ink: np.ndarray, box: int) -> np.ndarray:
     return work[top:bottom, left:right]
 
 
+def _checked_gray(gray) -> np.ndarray:
+    """The image as float32 (H, W); DataError for another shape or a non-finite pixel."""
+    with np.errstate(over="ignore"):   # float64 beyond float32's range becomes inf, refused below
+        gray = np.asarray(gray, np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise DataError("the image holds NaN or infinite values")
+    return gray
+
+
 def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> np.ndarray:
     """MNIST preprocessing of a greyscale image (H, W) in [0, 1] -> float32 (size, size) in
     [0, 1], white ink on black.
@@ -162,12 +173,7 @@ def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> 
     the centre of mass is at pixel (size/2, size/2). A blank image (nothing stands out from
     the background) raises DataError rather than feeding the network an empty field.
     """
-    with np.errstate(over="ignore"):   # float64 beyond float32's range becomes inf, refused below
-        gray = np.asarray(gray, np.float32)
-    if gray.ndim != 2 or min(gray.shape) < 1:
-        raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
-    if not np.isfinite(gray).all():
-        raise DataError("the image holds NaN or infinite values")
+    gray = _checked_gray(gray)
     ink = _ink_bright(gray)
     top, bottom, left, right = _ink_box(ink)
     ink = _thin_bold(ink[top:bottom, left:right], box)
@@ -193,12 +199,7 @@ def resize_plain(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     """What ``--no-preprocess`` feeds: the whole image resized to size×size (anti-aliased,
     aspect ratio not kept), float32 in [0, 1]. It does NOT invert: a dark-on-light image
     reaches the network dark-on-light, which is the point of comparing with ``to_mnist``."""
-    with np.errstate(over="ignore"):   # float64 beyond float32's range becomes inf, refused below
-        gray = np.asarray(gray, np.float32)
-    if gray.ndim != 2 or min(gray.shape) < 1:
-        raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
-    if not np.isfinite(gray).all():
-        raise DataError("the image holds NaN or infinite values")
+    gray = _checked_gray(gray)
     return np.clip(_resize(gray, size, size), 0, 1)
 
 
