@@ -106,6 +106,10 @@ def _read_header(stream, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     dtype = IDX_TYPES[magic[2]]
     if math.prod(max(s, 1) for s in shape) * dtype.itemsize >= 2 ** 63:   # NumPy cannot even describe it
         raise DataError(f"{path}: not a usable IDX file (header declares an array of {'×'.join(map(str, shape))})")
+    if 0 in shape[1:]:
+        # items of zero bytes: nothing to read, and a reader stepping through billions of
+        # them would never finish
+        raise DataError(f"{path}: not a usable IDX file (header declares empty items: {'×'.join(map(str, shape))})")
     return dtype, shape, 4 + 4 * ndim
 
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
+
+# A runaway allocation in a test (a property test finding a reader that believes a huge
+# header) must fail that test with MemoryError, not get the whole run OOM-killed.
+MEMORY_CAP = 16 << 30
+
+
+def pytest_configure(config):
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = MEMORY_CAP if hard == resource.RLIM_INFINITY else min(MEMORY_CAP, hard)
+    if soft == resource.RLIM_INFINITY or soft > cap:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "user-digits"

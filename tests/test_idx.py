@@ -81,3 +81,16 @@ def test_truncated_stream_in_chunks(tmp_path):
     p.write_bytes(header(5, 2, 2) + bytes(9))
     with pytest.raises(DataError, match="data ends after item 2"):
         list(iter_idx_chunks(p, chunk=2))
+
+
+def test_zero_sized_items_are_refused_not_streamed_forever(tmp_path):
+    """4,000,000,000 items of 0×0 need no bytes: the header check must refuse them, or the
+    chunked reader walks through billions of empty items (seen as an OOM kill)."""
+    p = tmp_path / "empty-items"
+    p.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 4_000_000_000, 0, 0))
+    with pytest.raises(DataError, match="empty items"):
+        read_idx(p)
+    with pytest.raises(DataError, match="empty items"):
+        next(iter_idx_chunks(p, chunk=2))
+    write_idx(tmp_path / "none", np.zeros((0, 28, 28), np.uint8))     # no items at all is still fine
+    assert read_idx(tmp_path / "none").shape == (0, 28, 28)
