@@ -31,13 +31,6 @@ def parameter_counts(net: Network) -> list[dict]:
             for l, (n_in, n_out) in enumerate(zip(net.sizes[:-1], net.sizes[1:]), start=1)]
 
 
-def history_series(history: list[dict]) -> dict[str, list]:
-    """The per-epoch history as columns: epoch, loss, accuracy, val_loss, val_accuracy (None
-    where an epoch has no validation)."""
-    keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
-    return {k: [h.get(k) for h in history] for k in keys}
-
-
 def model_summary(model) -> dict:
     """Everything ``inspect summary`` shows, JSON-ready: sizes, activation, cost, parameter
     counts per layer and in all, data set, config, history and the final/best accuracies."""

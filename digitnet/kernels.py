@@ -240,7 +240,7 @@ def train_batches(X, labels, order, params, velocity, grad, sizes, w_off, b_off,
     """SGD over mini-batches ``first … last-1`` of the shuffled ``order``; updates params in place.
 
     X (N, n_0) float32 in [0, 1]; labels (N,) int64; order (N,) int64, a permutation of rows.
-    params, velocity, grad: flat float32 (P,) (grad is scratch, kept for the interface).
+    params, velocity, grad: flat float32 (P,) (grad is scratch for nabla_b).
     sizes (L+1,), w_off/b_off (L,) int64.
     acts: float32 buffer of batch_size * sum(sizes); deltas: float32 of 2 * batch_size * max(sizes).
     stats (2,) float64 accumulates the summed per-sample cost and the number classified right.

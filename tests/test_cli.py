@@ -138,3 +138,21 @@ def test_help_examples_keep_their_lines():
         out = runner.invoke(app, [*path, "--help"], terminal_width=200).output
         block = out[out.index("Example"):].split("\n\n")[0].splitlines()[1:]
         assert block and all(line.strip().startswith(("digitnet", "find", "#", "|")) for line in block), (path, block)
+
+
+def test_train_json_describes_the_saved_epoch(tmp_path, embedded):
+    import numpy as np
+
+    data = tmp_path / "no-test.npz"        # no test split: the summary falls back to validation
+    np.savez(data, images=embedded.train_images[:600], labels=embedded.train_labels[:600])
+    out = tmp_path / "m.npz"
+    r = runner.invoke(app, ["train", "--data", str(data), "--hidden", "8", "--epochs", "3", "--no-augment",
+                            "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    best = next(h for h in load_model(out).history if h["epoch"] == s["best_epoch"])
+    assert s["test_accuracy"] is None and s["accuracy"] == s["val_accuracy"] == best["val_accuracy"]
+    r = runner.invoke(app, ["train", "--hidden", "8", "--epochs", "1", "--no-augment", "--val-split", "0",
+                            "--out", str(tmp_path / "n.npz"), "--json"])
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["val_accuracy"] is None and s["accuracy"] == s["test_accuracy"] > 0.5

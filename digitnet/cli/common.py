@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_FAILURE = 1
 EXIT_SIGNAL = {2: 130, 15: 143}   # SIGINT, SIGTERM -> 128 + signum
 
 
@@ -54,12 +54,6 @@ def handle_errors(fn):
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
-
-
-def usage(message: str) -> typer.Exit:
-    """Print a usage error (exit 2) and return the Exit to raise."""
-    error_line(message)
-    return typer.Exit(EXIT_USAGE)
 
 
 def parse_ints(text: str, option: str, maximum: int | None = None) -> tuple[int, ...]:

@@ -78,10 +78,11 @@ def train_command(
     if report:    # recorded, so `inspect summary` need not load the data again
         model.meta.update(test_accuracy=report["accuracy"], test_loss=report["loss"], test_n=report["n"])
     modelfile.save_model(model, out)
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})   # the epoch that was saved
     summary = {
-        "accuracy": report["accuracy"] if report else (result.history[-1]["val_accuracy"] if result.history else None),
+        "accuracy": report["accuracy"] if report else best.get("val_accuracy"),
         "test_accuracy": report["accuracy"] if report else None,
-        "val_accuracy": max((h["val_accuracy"] or 0 for h in result.history), default=None),
+        "val_accuracy": best.get("val_accuracy"),
         "loss": report["loss"] if report else None,
         "epochs": len(result.history), "best_epoch": result.best_epoch,
         "seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
