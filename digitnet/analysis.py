@@ -3,9 +3,9 @@ parameter counts, one input's activations layer by layer, the network's verdict 
 noise, the input it "most likes" for a digit (gradient ascent on the pixels), and its most
 confidently wrong test digits. The views behind ``digitnet inspect``.
 
-Plain NumPy through ``Network.feedforward``: nothing here imports numba. A model's output
-activations are probabilities for softmax (cross-entropy) models and independent sigmoid
-values for quadratic-cost models; "confidence" below is the winner's output activation.
+Plain NumPy through ``digitnet.nn``: nothing here imports numba. "Confidence" below is the
+winner's class score (``Model.scores``: softmax outputs, or sigmoid outputs divided by their
+sum), the same number predict and evaluate show.
 """
 
 from __future__ import annotations
@@ -18,30 +18,41 @@ import numpy as np
 
 from digitnet.atomic import atomic_write
 from digitnet.errors import DigitnetError, UsageError
-from digitnet.network import ACTIVATIONS, Network
+from digitnet.nn.functions import to_unit_float
+from digitnet.nn.layers import Activation
+from digitnet.nn.network import Network
+from digitnet.nn.spec import describe_layers
 
 
 # ---------------------------------------------------------------------------------------------
 # Architecture and history
 
 def parameter_counts(net: Network) -> list[dict]:
-    """One row per weight layer l = 1..L: inputs, outputs, weight and bias counts."""
-    return [{"layer": l, "inputs": n_in, "outputs": n_out, "weights": n_in * n_out, "biases": n_out,
-             "parameters": n_in * n_out + n_out}
-            for l, (n_in, n_out) in enumerate(zip(net.sizes[:-1], net.sizes[1:]), start=1)]
+    """One row per layer, as Keras' summary: its index (from 1), type, short name, output
+    shape per image, and the count of each of its arrays and in all."""
+    rows = []
+    for i, (layer, views, shape) in enumerate(zip(net.layers, net.views, net.shapes[1:]), start=1):
+        counts = {name: int(a.size) for name, a in views.items()}
+        rows.append({"layer": i, "type": layer.type, "name": layer.describe(), "output_shape": list(shape),
+                     "weights": counts.get("W", 0), "biases": counts.get("b", 0),
+                     "parameters": sum(counts.values())})
+    return rows
 
 
 def model_summary(model) -> dict:
-    """Everything ``inspect summary`` shows, JSON-ready: sizes, activation, cost, parameter
-    counts per layer and in all, data set, config, history and the final/best accuracies."""
+    """Everything ``inspect summary`` shows, JSON-ready: the layers, cost, parameter counts
+    per layer and in all, data set, config, history and the final/best accuracies. ``sizes``
+    and ``activation`` are given for plain dense stacks (None otherwise)."""
     net = model.network
     layers = parameter_counts(net)
     hist = model.history
     best = model.meta.get("best_epoch")
     best_row = next((h for h in hist if h.get("epoch") == best), None)
+    mlp = net.mlp()
     return {
-        "path": model.path, "sizes": list(net.sizes), "activation": net.activation, "cost": net.cost,
-        "output": "softmax" if net.cost == "cross-entropy" else "sigmoid",
+        "path": model.path, "architecture": describe_layers(net.layers),
+        "sizes": list(mlp[0]) if mlp else None, "activation": mlp[1] if mlp else None,
+        "cost": net.cost, "output": net.output,
         "layers": layers, "parameters": sum(r["parameters"] for r in layers),
         "class_names": list(model.class_names), "input_shape": list(model.input_shape),
         "dataset": model.dataset, "config": model.config, "history": hist,
@@ -68,7 +79,7 @@ def test_accuracy(model, measure: bool = True) -> tuple[float | None, str]:
         images, labels, _ = load_split(model, None, "test")
     except (DataError, UsageError) as e:
         return None, f"not measured: {e}"
-    predicted = model.predict_proba(images.reshape(len(images), -1) / np.float32(255)).argmax(axis=1)
+    predicted = model.scores(to_unit_float(images)).argmax(axis=1)
     return float((predicted == labels).mean()), f"{len(labels):,} test images of {model.dataset.get('spec') or 'embedded'}, measured now"
 
 
@@ -93,11 +104,18 @@ def parse_neurons(text: str, n: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def learned_layers(net: Network) -> list[int]:
+    """Indices into ``net.layers`` of the layers with weights, in order: weight layer 1 is
+    the first of them (the one that sees the pixels)."""
+    return [i for i, views in enumerate(net.views) if "W" in views]
+
+
 def layer_weights(net: Network, layer: int) -> np.ndarray:
-    """W_layer (n_out, n_in) for layer 1..L (layer 1 connects the pixels to the first hidden layer)."""
-    if not 1 <= layer <= net.n_layers:
-        raise UsageError(f"--layer {layer}: this network has weight layers 1 to {net.n_layers}")
-    return net.weights[layer - 1]
+    """The weights of weight layer 1..L: dense (n_out, n_in), conv (F, C, k, k)."""
+    learned = learned_layers(net)
+    if not 1 <= layer <= len(learned):
+        raise UsageError(f"--layer {layer}: this network has weight layers 1 to {len(learned)}")
+    return net.views[learned[layer - 1]]["W"]
 
 
 def load_split(model, spec: str | None = None, split: str = "test"):
@@ -120,11 +138,25 @@ def load_split(model, spec: str | None = None, split: str = "test"):
 # One input, layer by layer
 
 def layer_activations(model, image: np.ndarray) -> list[np.ndarray]:
-    """Activations [a_0 (pixels), a_1, …, a_L] of one image (H, W) floats in [0, 1], each 1-D."""
+    """One image (H, W) floats in [0, 1], layer by layer: the pixels, then the output of every
+    activation layer (each 1-D: a dense layer's neurons, or a conv layer's maps flattened)."""
+    return [a for _, a in layer_outputs(model, image, only_activations=True)]
+
+
+def layer_outputs(model, image: np.ndarray, only_activations: bool = False) -> list[tuple[str, np.ndarray]]:
+    """(name, output) of the input and of every layer for one image (H, W) in [0, 1]; outputs
+    keep their shape per image ((C, H, W) feature maps, (n,) neurons). With
+    ``only_activations``: the input and activation layers' outputs only, each flattened."""
+    net = model.network
     x = np.asarray(image, np.float32).reshape(1, -1)
-    if x.shape[1] != model.network.sizes[0]:
-        raise UsageError(f"the image has {x.shape[1]} pixels, the model takes {model.network.sizes[0]}")
-    return [a[0] for a in model.network.feedforward(x)]
+    if x.shape[1] != net.n_inputs:
+        raise UsageError(f"the image has {x.shape[1]} pixels, the model takes {net.n_inputs}")
+    outs = net.feedforward(x)
+    named = [("input", outs[0][0])] + [(layer.describe(), a[0]) for layer, a in zip(net.layers, outs[1:])]
+    if only_activations:
+        keep = [0] + [i + 1 for i, layer in enumerate(net.layers) if isinstance(layer, Activation)]
+        return [(named[i][0], named[i][1].reshape(-1)) for i in keep]
+    return named
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +192,7 @@ def noise_experiment(model, samples: int = 1000, seed: int = 0, keep: int = 4) -
         raise UsageError(f"--samples must be at least 1, got {samples}")
     h, w = model.input_shape
     x = np.random.default_rng(seed).random((samples, h * w), dtype=np.float32)
-    probs = model.network.predict_proba(x)                     # (samples, n_classes)
+    probs = model.scores(x)                                    # (samples, n_classes)
     predicted = probs.argmax(axis=1)
     confidence = probs[np.arange(samples), predicted]
     counts = np.bincount(predicted, minlength=probs.shape[1])
@@ -177,26 +209,6 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def input_gradient(net: Network, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Output activations a_L (m, n_L) and the gradient of ln a_L[target] with respect to the
-    input x (m, n_0): backpropagation run one step further than training runs it.
-
-    Working with ln a keeps the gradient alive when a sigmoid output saturates. At the output,
-    ∂ln a_t/∂z_L is (e_t − a) for softmax and e_t ⊙ (1 − a) for a sigmoid output; then, as in
-    backprop, δ_{l-1} = (W_lᵀ δ_l) ⊙ σ'(z_{l-1}), and finally ∂/∂x = W_1ᵀ δ_1.
-    """
-    sigma_prime = ACTIVATIONS[net.activation].prime
-    activations = net.feedforward(x)
-    a_L = activations[-1]                                      # (m, n_L)
-    e_t = np.zeros_like(a_L)
-    e_t[np.arange(len(x)), targets] = 1
-    delta = e_t - a_L if net.cost == "cross-entropy" else e_t * (1 - a_L)  # (m, n_L)
-    weights = net.weights
-    for l in range(net.n_layers - 1, 0, -1):                  # weights[l] is W_{l+1} in the book's count
-        delta = (delta @ weights[l]) * sigma_prime(activations[l])         # (m, n_l)
-    return a_L, delta @ weights[0]                             # (m, n_0)
 
 
 @dataclass
@@ -243,7 +255,7 @@ def dream(model, digit: int, steps: int = 200, step_size: float = 0.05, l2: floa
     (``dream_starts``, or the one (H, W) image ``start``) climb at once as one batch and the
     best is kept. The penalty pulls pixels towards mid-grey, favouring quieter images."""
     net = model.network
-    n_out = net.sizes[-1]
+    n_out = net.n_outputs
     if not 0 <= digit < n_out:
         raise UsageError(f"DIGIT must be a class from 0 to {n_out - 1}, got {digit}")
     if steps < 0:
@@ -264,12 +276,12 @@ def dream(model, digit: int, steps: int = 200, step_size: float = 0.05, l2: floa
     trace = np.empty((steps + 1, len(x)))
     with one_blas_thread():
         for i in range(steps):
-            a_L, grad = input_gradient(net64, x, targets)      # (k, n_L), (k, n_0)
+            a_L, grad = net64.input_gradient(x, targets)       # (k, n_L), (k, n_0)
             trace[i] = a_L[:, digit]
             grad = grad - 2.0 * l2 * (x - 0.5)
             peak = np.abs(grad).max(axis=1, keepdims=True)     # (k, 1)
             x = np.clip(x + step_size * grad / np.where(peak > 0, peak, 1.0), 0.0, 1.0)
-    outputs = net64.feedforward(x)[-1]                         # (k, n_L)
+    outputs = net64.predict_proba(x)                           # (k, n_L)
     trace[-1] = outputs[:, digit]
     best = int(np.argmax(outputs[:, digit]))
     return Dream(int(digit), x[best].reshape(h, w).astype(np.float32), float(outputs[best, digit]),
@@ -305,8 +317,8 @@ def confident_errors(model, images: np.ndarray, labels: np.ndarray, limit: int =
     and labels (n,), most confident first (ties by index, so the order is reproducible)."""
     if limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
-    x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
-    probs = model.predict_proba(x)
+    x = to_unit_float(images)
+    probs = model.scores(x)
     predicted = probs.argmax(axis=1)
     confidence = probs[np.arange(len(x)), predicted]
     wrong = np.flatnonzero(predicted != labels)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitnet.network import COSTS, one_hot
+from digitnet.nn.functions import COSTS, one_hot, to_unit_float
+
+
+def mean_cost(net, a_L: np.ndarray, labels: np.ndarray) -> float:
+    """The network's own cost of output activations a_L (n, n_classes) against labels (n,), averaged."""
+    return float(COSTS[net.cost].value(a_L, one_hot(labels, a_L.shape[1], a_L.dtype)).mean())
+
+
+def loss_and_accuracy(net, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean cost, accuracy) of ``net`` on float inputs x (n, n_in) in [0, 1] and labels (n,)."""
+    a_L = net.predict_proba(x)
+    return mean_cost(net, a_L, labels), float((a_L.argmax(axis=1) == labels).mean())
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
@@ -36,11 +47,10 @@ def most_confused(cm: np.ndarray, k: int = 5) -> list[tuple[int, int, int]]:
 def evaluate(model, images: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy, mean cost, confusion matrix (rows true), per-class scores and the most
     confused pairs of ``model`` on uint8 images (n, H, W) with labels (n,)."""
-    x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
-    probs = model.predict_proba(x)
+    probs = model.predict_proba(to_unit_float(images))
     n_classes = probs.shape[1]
     predicted = probs.argmax(axis=1)
-    loss = float(COSTS[model.network.cost].value(probs, one_hot(labels, n_classes, probs.dtype)).mean())
+    loss = mean_cost(model.network, probs, labels)
     cm = confusion_matrix(labels, predicted, n_classes)
     return {
         "accuracy": float((predicted == labels).mean()),

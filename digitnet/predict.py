@@ -3,7 +3,7 @@
 The library behind ``digitnet predict``. Rows come out in input order, one per image (an
 array or IDX file gives one row per image in it), as soon as their batch is predicted, so a
 caller can stream them. A bad input is a row with ``error`` set, never an exception.
-Nothing here imports numba: only the model file and ``Network.predict_proba``.
+Nothing here imports numba: only the model file and ``Model.scores``.
 """
 
 from __future__ import annotations
@@ -60,15 +60,6 @@ def preprocessor(model: Model, preprocess: bool = True):
     return functools.partial(fn, size=h)
 
 
-def scores(model: Model, images: np.ndarray) -> np.ndarray:
-    """Class scores (n, n_classes) summing to 1 per row for images (n, H, W): softmax outputs
-    as they are; sigmoid outputs (quadratic-cost models) divided by their sum."""
-    out = model.predict_proba(images)
-    if model.network.cost != "cross-entropy":
-        out = out / np.maximum(out.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
-    return out
-
-
 def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = True, top_k: int = 3,
                    keep_probs: bool = False, keep_images: bool = False, stdin=None,
                    image_chunk: int = IMAGE_CHUNK, array_chunk: int = ARRAY_CHUNK) -> Iterator[Row]:
@@ -84,7 +75,7 @@ def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = Tr
     prep = preprocessor(model, preprocess)
     for batch in iter_batches(inputs, model.input_shape, prep, stdin=stdin,
                               image_chunk=image_chunk, array_chunk=array_chunk):
-        p = scores(model, batch.images)                                   # (k, n_classes)
+        p = model.scores(batch.images)                                    # (k, n_classes)
         order = np.argsort(-p, axis=1, kind="stable")[:, :top_k]          # (k, top_k)
         top_p = np.take_along_axis(p, order, axis=1)                      # (k, top_k)
         labels, conf = order[:, 0].tolist(), top_p[:, 0].tolist()

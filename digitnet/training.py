@@ -1,7 +1,9 @@
-"""Training: the run configuration, presets, learning-rate schedules, and the SGD loop.
+"""Training: the run configuration, presets, learning-rate schedules, and the loop.
 
-The loop is Python per *chunk* of mini-batches (a few thousand samples), never per sample
-or per batch: each chunk is one call of the compiled ``kernels.train_batches``. Between
+The loop is Python per *chunk* of mini-batches (a few thousand samples), never per sample.
+A plain dense stack trained with SGD runs each chunk as one call of the fused kernel
+``kernels.train_batches``; any other stack (convolution, dropout, Adam) runs the network's
+own chain rule per mini-batch, with compiled stand-ins for the heavy layers. Between
 chunks it reports progress and checks for Ctrl-C/SIGTERM; between epochs it validates and
 keeps the best network so far. All randomness (init, validation split, shuffles,
 augmentation) comes from Generators seeded by ``config.seed``: same inputs, same bits.
@@ -20,9 +22,12 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from digitnet.datasets import Dataset
-from digitnet.errors import TrainingError, UsageError
-from digitnet.modelfile import MAX_LAYER_SIZE
-from digitnet.network import ACTIVATIONS, COSTS, Network, resolve
+from digitnet.errors import ModelError, TrainingError, UsageError
+from digitnet.metrics import loss_and_accuracy
+from digitnet.nn.functions import ACTIVATIONS, COST_ALIASES, COSTS, HIDDEN_ACTIVATIONS, resolve, to_unit_float
+from digitnet.nn.network import Network
+from digitnet.nn.optim import OPTIMIZERS
+from digitnet.nn.spec import architecture, describe_layers, parse_layers
 
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": lambda epoch, epochs: 1.0,
@@ -40,6 +45,8 @@ class TrainConfig:
     hidden: tuple[int, ...] = (512, 256)
     activation: str = "relu"
     cost: str = "cross-entropy"
+    layers: str = ""                    # the --layers grammar (digitnet.nn.spec); "" means dense ``hidden``
+    optimizer: str = "sgd"
     epochs: int = 100
     batch_size: int = 64
     lr: float = 0.1
@@ -52,13 +59,15 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise UsageError naming the first option that cannot work; return self."""
-        resolve(ACTIVATIONS, self.activation, "activation (--activation)")
+        if self.activation not in HIDDEN_ACTIVATIONS:
+            raise UsageError(f"unknown activation (--activation) {self.activation!r}; choose one of: "
+                             f"{', '.join(HIDDEN_ACTIVATIONS)}")
         resolve(COSTS, self.cost, "cost (--cost)")
         resolve(SCHEDULES, self.schedule, "schedule (--schedule)")
-        if not self.hidden or any(h < 1 for h in self.hidden):
+        resolve(OPTIMIZERS, self.optimizer, "optimizer (--optimizer)")
+        if not self.layers and (not self.hidden or any(h < 1 for h in self.hidden)):
             raise UsageError(f"--hidden: every layer needs at least 1 neuron, got {','.join(map(str, self.hidden)) or 'nothing'}")
-        if max(self.hidden) > MAX_LAYER_SIZE:
-            raise UsageError(f"--hidden: at most {MAX_LAYER_SIZE:,} neurons per layer, got {max(self.hidden):,}")
+        self.hidden_layers()                     # a bad --layers / --hidden token is named here
         if self.seed < 0:
             raise UsageError(f"--seed must be 0 or more, got {self.seed}")
         checks = [("--epochs", self.epochs >= 1, "at least 1"), ("--batch-size", self.batch_size >= 1, "at least 1"),
@@ -70,6 +79,22 @@ class TrainConfig:
             if not ok:
                 raise UsageError(f"{option} must be {what}, got {getattr(self, option[2:].replace('-', '_'))}")
         return self
+
+    @property
+    def layer_spec(self) -> str:
+        """The hidden layers in the --layers grammar: ``layers``, or ``hidden`` as dense layers."""
+        return self.layers or ",".join(f"dense{h}" for h in self.hidden)
+
+    def hidden_layers(self):
+        """The hidden layers this config describes (UsageError naming a bad token)."""
+        return parse_layers(self.layer_spec, self.activation)
+
+    def build(self, input_shape: tuple[int, int], n_classes: int) -> Network:
+        """A new network for (H, W) images in ``n_classes`` classes, seeded by ``seed``; the
+        output layer is dense with the cost's output activation (softmax or sigmoid)."""
+        shape = (1, *input_shape)
+        layers = architecture(self.hidden_layers(), shape, n_classes, COSTS[self.cost].output)
+        return Network.init(layers, shape, self.cost, seed=self.seed)
 
     def to_json(self) -> dict:
         """The config as JSON-ready values."""
@@ -93,18 +118,65 @@ PRESETS: dict[str, TrainConfig] = {
     # Nielsen's network.py: 784-30-10, sigmoid, quadratic cost, batch 10, eta 3.0.
     "nielsen": TrainConfig(hidden=(30,), activation="sigmoid", cost="quadratic", epochs=30, batch_size=10,
                            lr=3.0, momentum=0.0, l2=0.0, schedule="constant", augment=False, val_split=0.1),
-    # The best accuracy we reach in about a minute on two cores: 784-512-256-10 ReLU, softmax and
+    # LeNet-5 (LeCun et al. 1998) with today's habits: ReLU, max pooling, softmax/cross-entropy.
+    "lenet": TrainConfig(layers="conv6x5p2,pool2,conv16x5,pool2,dense120,dense84", hidden=(), epochs=40,
+                         batch_size=32, lr=0.05, momentum=0.9, l2=1e-4),
+    # Two convolutional layers (Nielsen ch. 6, the Keras/PyTorch MNIST examples' shape).
+    "cnn": TrainConfig(layers="conv32x5,pool2,conv64x5,pool2,dense256,dropout0.5", hidden=(), epochs=30,
+                       batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
+    # The best dense network in about a minute on two cores: 784-512-256-10 ReLU, softmax and
     # cross-entropy, momentum SGD with a cosine schedule, L2, augmentation; 100 epochs.
-    # Measured on embedded+fonts (README): 784-256-128 x30 98.35%, 512-256 x60 98.55-98.85%,
+    # Measured on embedded+fonts: 784-256-128 x30 98.35%, 512-256 x60 98.55-98.85%,
     # 512-256 x100 99.15%, 1024-512 x40 98.5% test accuracy.
-    "default": TrainConfig(),
+    "mlp": TrainConfig(),
 }
+PRESETS["default"] = PRESETS["cnn"]
+
+
+def _given(overrides: dict) -> dict:
+    """The options that were given (not None), with cost aliases (mse, log-loss) resolved."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "cost" in given:
+        given["cost"] = COST_ALIASES.get(given["cost"], given["cost"])
+    if "hidden" in given and "layers" not in given:
+        given["layers"] = ""                     # --hidden replaces a preset's --layers
+    return given
 
 
 def resolve_config(preset: str = "default", **overrides) -> TrainConfig:
     """A preset with the given options (those not None) replacing its values, validated."""
     base = resolve(PRESETS, preset, "preset (--preset)")
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    return replace(base, **_given(overrides)).validate()
+
+
+ARCHITECTURE_OPTIONS = ("layers", "hidden", "activation", "cost")
+
+
+def resume_config(model, **overrides) -> TrainConfig:
+    """The config a resumed run uses: the model's own, its layers written out, with the given
+    options on top. Options that would change the layers, activation or cost are refused
+    unless they describe the model's own network. A stranger's model whose config has
+    values of the wrong type is the model's fault (ModelError)."""
+    net = model.network
+    own = describe_layers(net.layers)
+    try:
+        base = TrainConfig.from_json(model.config)
+        base = replace(base, layers=own, cost=net.cost)
+        given = _given(overrides)
+        if any(k in given for k in ARCHITECTURE_OPTIONS):
+            wanted = replace(base, **{k: v for k, v in given.items() if k in ARCHITECTURE_OPTIONS})
+            if describe_layers(wanted.hidden_layers()) != own or wanted.cost != net.cost:
+                raise UsageError(f"--resume keeps the model's network ({own}, {net.cost}); "
+                                 "drop --layers/--hidden/--activation/--cost or train a new model")
+        return replace(base, **{k: v for k, v in given.items() if k not in ARCHITECTURE_OPTIONS}).validate()
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{model.path}: its training config has values of the wrong type ({e})") from None
+
+
+def data_for(model, data: str | None) -> str:
+    """The data set a command uses for ``model``: ``data`` when given, else the one the model
+    was trained on (embedded when unrecorded)."""
+    return data or (model.dataset.get("spec") if model is not None else None) or "embedded"
 
 
 @dataclass
@@ -142,15 +214,6 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[k:]), np.sort(order[:k])
 
 
-def evaluate_arrays(net: Network, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(mean cost, accuracy) of ``net`` on float inputs x (n, n_0) and labels (n,), NumPy only."""
-    probs = net.predict_proba(x)
-    y = np.zeros_like(probs)
-    y[np.arange(len(labels)), labels] = 1
-    loss = float(COSTS[net.cost].value(probs, y).mean())
-    return loss, float((probs.argmax(axis=1) == labels).mean())
-
-
 class _StopSignals:
     """Turn SIGINT/SIGTERM into a flag checked between chunks, so a run stops cleanly."""
 
@@ -179,11 +242,54 @@ def _blas_limits(threads: int | None):
     return threadpool_limits(limits=threads or os.cpu_count() or 1, user_api="blas")
 
 
-def _to_unit_float(images: np.ndarray, n_in: int) -> np.ndarray:
-    """uint8 images (n, ...) as float32 rows (n, n_in) in [0, 1], scaled in place (one copy)."""
-    x = images.reshape(len(images), n_in).astype(np.float32)
-    x /= np.float32(255)
-    return x
+class _MLPKernel:
+    """A chunk of mini-batches through the fused dense kernel (plain dense stacks, SGD)."""
+
+    def __init__(self, net: Network, optimizer, bs: int, kernels):
+        sizes, hidden, output = net.mlp()
+        self.net, self.velocity, self.kernels = net, optimizer.velocity, kernels
+        self.sizes = np.array(sizes, np.int64)
+        dense = [s for s in net.slots if s]
+        self.w_off = np.array([s["W"][0] for s in dense], np.int64)
+        self.b_off = np.array([s["b"][0] for s in dense], np.int64)
+        self.act, self.cost = ACTIVATIONS[hidden].code, COSTS[net.cost].code
+        self.momentum, self.l2 = optimizer.momentum, optimizer.l2
+        self.grad = np.zeros_like(net.params)
+        self.acts = np.zeros(bs * sum(sizes), np.float32)
+        self.deltas = np.zeros(2 * bs * max(sizes[1:]), np.float32)
+        self.bs = bs
+
+    @staticmethod
+    def fits(net: Network, config: TrainConfig) -> bool:
+        """True when the kernel trains exactly this network and update: a dense stack whose
+        output and cost are a pair it knows, with SGD."""
+        mlp = net.mlp()
+        return (mlp is not None and config.optimizer == "sgd"
+                and (mlp[2], net.cost) in (("softmax", "cross-entropy"), ("sigmoid", "quadratic")))
+
+    def run(self, x, labels, order, first, last, lr, stats, rng):
+        self.kernels.train_batches(x, labels, order, self.net.params, self.velocity, self.grad, self.sizes,
+                                   self.w_off, self.b_off, self.act, self.cost, self.bs, first, last,
+                                   np.float32(lr), np.float32(self.momentum), np.float32(self.l2),
+                                   self.acts, self.deltas, stats)
+
+
+class _LayerSteps:
+    """A chunk of mini-batches through the network's own chain rule, one batch at a time,
+    with compiled stand-ins for the heavy layers, and the optimizer's step after each."""
+
+    def __init__(self, net: Network, optimizer, bs: int, fast: dict | None):
+        self.net, self.optimizer, self.bs, self.fast = net, optimizer, bs, fast
+        self.g = np.zeros_like(net.params)
+
+    def run(self, x, labels, order, first, last, lr, stats, rng):
+        for batch in range(first, last):
+            rows = order[batch * self.bs:(batch + 1) * self.bs]
+            y = labels[rows]
+            cost, g, a_L = self.net.cost_and_gradient(x[rows], y, True, rng, self.g, self.fast)
+            self.optimizer.step(self.net.params, g, lr)
+            stats[0] += cost * len(rows)
+            stats[1] += int((a_L.argmax(axis=1) == y).sum())
 
 
 def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = None, history: list[dict] | None = None,
@@ -191,26 +297,30 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
           on_epoch: Callable[[EpochStats], None] | None = None) -> TrainResult:
     """Train a network on ``dataset``'s train split with mini-batch SGD; return the best one.
 
-    ``resume`` continues from an existing network (its sizes must fit the data) and its
-    ``history``. ``on_chunk(epoch, batches_done, batches_total, loss, accuracy)`` is called
+    ``resume`` continues from an existing network (its input and classes must fit the data)
+    and its ``history``. ``on_chunk(epoch, batches_done, batches_total, loss, accuracy)`` is called
     every few thousand samples and ``on_epoch`` after each epoch. Ctrl-C or SIGTERM stops the
     run after the current chunk of mini-batches: the result then says ``stopped="interrupted"``
     and carries the best network so far. A non-finite cost raises TrainingError.
     """
     from digitnet import kernels
     from digitnet.augment import PROFILES, augment
+    try:
+        from digitnet.conv_kernels import FAST
+    except ImportError:      # TODO(layers): the compiled conv stand-ins are being written
+        FAST = None
 
     config.validate()
     images, labels = dataset.train_images, dataset.train_labels
     n_in = int(np.prod(dataset.input_shape))
-    sizes = (n_in, *config.hidden, dataset.n_classes)
     if resume is not None:
-        if resume.sizes[0] != n_in or resume.sizes[-1] != dataset.n_classes:
-            raise UsageError(f"--resume: the model takes {resume.sizes[0]} inputs and has {resume.sizes[-1]} classes; "
-                             f"the data has {n_in} and {dataset.n_classes}")
+        if resume.input_shape[1:] != tuple(dataset.input_shape) or resume.n_outputs != dataset.n_classes:
+            raise UsageError(f"--resume: the model takes {'×'.join(map(str, resume.input_shape[1:]))} images in "
+                             f"{resume.n_outputs} classes; the data has "
+                             f"{'×'.join(map(str, dataset.input_shape))} in {dataset.n_classes}")
         net = resume.copy()
     else:
-        net = Network.init(sizes, config.activation, config.cost, seed=config.seed)
+        net = config.build(tuple(dataset.input_shape), dataset.n_classes)
     history = list(history or [])
     first_epoch = len(history)
 
@@ -218,22 +328,20 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     if len(train_idx) == 0:
         raise UsageError("--val-split leaves no training data")
     train_images, train_labels = images[train_idx], labels[train_idx]
-    x_val = _to_unit_float(images[val_idx], n_in)
+    x_val = to_unit_float(images[val_idx]).reshape(len(val_idx), n_in)
     y_val = labels[val_idx]
-    # the kernels read x_epoch (n, n_0) float32: augmentation rewrites it every epoch from the
+    # training reads x_epoch (n, n_0) float32: augmentation rewrites it every epoch from the
     # uint8 images, so only an un-augmented run needs the plain float copy
-    x_epoch = np.empty((len(train_idx), n_in), np.float32) if config.augment else _to_unit_float(train_images, n_in)
+    x_epoch = (np.empty((len(train_idx), n_in), np.float32) if config.augment
+               else to_unit_float(train_images).reshape(len(train_idx), n_in))
 
     n = len(train_idx)
     bs = min(config.batch_size, n)
     n_batches = math.ceil(n / bs)
     per_chunk = max(1, 4096 // bs)
-    act, cost = ACTIVATIONS[net.activation].code, COSTS[net.cost].code
-    sizes_arr = np.array(net.sizes, np.int64)
-    velocity = np.zeros_like(net.params)
-    grad = np.zeros_like(net.params)
-    acts = np.zeros(bs * sum(net.sizes), np.float32)
-    deltas = np.zeros(2 * bs * max(net.sizes[1:]), np.float32)
+    optimizer = OPTIMIZERS[config.optimizer](net.n_params, config.momentum, config.l2, net.decay_mask())
+    steps = (_MLPKernel(net, optimizer, bs, kernels) if _MLPKernel.fits(net, config)
+             else _LayerSteps(net, optimizer, bs, FAST))
 
     best_net, best_acc, best_epoch = net.copy(), -1.0, first_epoch
     stopped, signum = "completed", None
@@ -251,9 +359,7 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
             done = 0
             while done < n_batches and stop.signum is None:
                 last = min(n_batches, done + per_chunk)
-                kernels.train_batches(x_epoch, train_labels, order, net.params, velocity, grad, sizes_arr,
-                                      net.w_off, net.b_off, act, cost, bs, done, last, np.float32(lr),
-                                      np.float32(config.momentum), np.float32(config.l2), acts, deltas, stats)
+                steps.run(x_epoch, train_labels, order, done, last, lr, stats, rng)
                 seen = min(n, last * bs)
                 samples_done += seen - min(n, done * bs)
                 done = last
@@ -270,7 +376,7 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
             if not np.isfinite(net.params).all():
                 raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}: try a lower --lr")
             seconds = time.perf_counter() - t0
-            val_loss, val_acc = evaluate_arrays(net, x_val, y_val) if len(val_idx) else (None, None)
+            val_loss, val_acc = loss_and_accuracy(net, x_val, y_val) if len(val_idx) else (None, None)
             s = EpochStats(epoch + 1, lr, stats[0] / n, stats[1] / n, val_loss, val_acc, seconds, n / seconds)
             history.append(asdict(s))
             score = val_acc if val_acc is not None else s.accuracy

@@ -14,16 +14,19 @@ EXAMPLE = """
 Examples:
   digitnet train                                   # the default preset on the embedded digits
   digitnet train --preset 3b1b --out models/3b1b.npz
+  digitnet train --layers conv32x5,pool2,conv64x5,pool2,dense256,dropout0.5
   digitnet train --data fashion-mnist --epochs 10 --json
 """
 
 
 def train_command(
-    data: str = typer.Option("embedded", "--data", "-d", help="Data set: embedded, mnist, fashion-mnist, kmnist, a folder of IDX files, or an .npz."),
-    preset: str = typer.Option("default", "--preset", "-p", help="Starting point for every option: default, 3b1b (784-16-16-10 sigmoid, the video's), nielsen (784-30-10, network.py)."),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="Hidden layer sizes, e.g. 16,16 [preset]."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data set: embedded, mnist, fashion-mnist, kmnist, a folder of IDX files, or an .npz [embedded; with --resume, the model's]."),
+    preset: str = typer.Option("default", "--preset", "-p", help="Starting point for every option: default, cnn, lenet, mlp, 3b1b (784-16-16-10 sigmoid, the video's), nielsen (784-30-10, network.py)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="The hidden layers, e.g. conv32x5,pool2,dense256,dropout0.5 (tokens: denseN, convFxK[sS][pP|same], poolK, dropoutR, each dense/conv optionally :relu|tanh|sigmoid|linear); the output layer is added [preset]."),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="Shorthand for a dense stack: hidden layer sizes, e.g. 16,16 [preset]."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Hidden activation: sigmoid, relu, tanh [preset]."),
-    cost: Optional[str] = typer.Option(None, "--cost", help="quadratic (sigmoid output) or cross-entropy (softmax output) [preset]."),
+    cost: Optional[str] = typer.Option(None, "--cost", help="quadratic (alias mse; sigmoid output) or cross-entropy (alias log-loss; softmax output) [preset]."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (with --momentum) or adam (AdamW-style decay from --l2) [preset]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the training data [preset]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Mini-batch size [preset]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate eta [preset]."),
@@ -44,23 +47,21 @@ def train_command(
     from digitnet.datasets import load_dataset
     from digitnet.errors import UsageError
     from digitnet.metrics import evaluate
+    from digitnet.nn.layers import MAX_UNITS
     from digitnet.render import make_console
 
-    overrides = dict(hidden=parse_ints(hidden, "--hidden", modelfile.MAX_LAYER_SIZE) if hidden is not None else None,
-                     activation=activation, cost=cost,
+    overrides = dict(hidden=parse_ints(hidden, "--hidden", MAX_UNITS) if hidden is not None else None,
+                     layers=layers, activation=activation, cost=cost, optimizer=optimizer,
                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, l2=l2, schedule=schedule,
                      seed=seed, augment=augment, val_split=val_split)
     previous, history = None, None
     if resume is not None:
         previous = modelfile.load_model(resume)
-        if any(overrides[k] is not None for k in ("hidden", "activation", "cost")):
-            raise UsageError("--resume keeps the model's layers, activation and cost; drop --hidden/--activation/--cost")
-        config = _resumed_config(training, previous, resume, overrides)
+        config = training.resume_config(previous, **overrides)
         history = previous.history
-        if data == "embedded" and previous.dataset.get("spec"):
-            data = previous.dataset["spec"]
     else:
         config = training.resolve_config(preset, **overrides)
+    data = training.data_for(previous, data)
     # the options first, then where the result goes, then the data: all before any training
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory; give a file name such as {out / 'digitnet.npz'}")
@@ -146,22 +147,6 @@ class ProgressView:
         line = (f"epoch {s.epoch:>3}: loss {s.loss:.4f}  train acc {s.accuracy:.2%}{val}  "
                 f"{s.seconds:.2f} s  {s.samples_per_second:,.0f} samples/s")
         (self.progress.console if self.progress else self.console).print(line, soft_wrap=True)
-
-
-def _resumed_config(training, previous, resume: Path, overrides: dict):
-    """The config a resumed run uses: the model's own, with the given options on top. A
-    stranger's model may carry a config of the wrong types: that is the model's fault (exit 1)."""
-    from dataclasses import replace
-
-    from digitnet.errors import ModelError
-
-    try:
-        base = training.TrainConfig.from_json(previous.config)
-        base = training.TrainConfig(**{**base.__dict__, "hidden": previous.network.sizes[1:-1],
-                                       "activation": previous.network.activation, "cost": previous.network.cost})
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"{resume}: its training config has values of the wrong type ({e})") from None
 
 
 def register(app: typer.Typer) -> None:

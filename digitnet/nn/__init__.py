@@ -1,0 +1,4 @@
+"""The network and its math in NumPy: the registries of activations and costs
+(``functions``), the layers (``layers``, ``conv``), the network that stacks them and walks
+the chain rule (``network``), the ``--layers`` grammar (``spec``) and the optimizers
+(``optim``). Nothing here imports numba: predict, inspect and draw use only this."""
