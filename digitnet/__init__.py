@@ -3,8 +3,9 @@
 The library behind the CLI. Importing ``digitnet`` is cheap (no numba); the pieces:
 
 - ``digitnet.datasets.load_dataset(spec)``: data sets (embedded MNIST, IDX folders, .npz)
-- ``digitnet.network.Network``: layers, forward pass, backprop in NumPy
-- ``digitnet.training.train(dataset, config)``: mini-batch SGD with numba kernels
+- ``digitnet.nn``: the network as a stack of layers (dense, conv, pooling, dropout), the
+  chain rule that walks it, optimizers, the ``--layers`` grammar; NumPy only
+- ``digitnet.training.train(dataset, config)``: mini-batch training with numba kernels
 - ``digitnet.modelfile.save_model`` / ``load_model``: the ``.npz`` model file
 - ``digitnet.metrics.evaluate(model, images, labels)``: accuracy, confusion, per class
 """

@@ -55,7 +55,7 @@ KNOWN: dict[str, KnownDataset] = {
     "fashion-mnist": KnownDataset("fashion-mnist", "Zalando Fashion-MNIST clothing, 60,000 / 10,000",
                                   FASHION_NAMES, ("/usr/share/datasets/fashion-mnist",), "objects"),
     "kmnist": KnownDataset("kmnist", "Kuzushiji-MNIST cursive Japanese, 60,000 / 10,000", KMNIST_NAMES),
-    "fonts": KnownDataset("fonts", "typed digits rendered from this machine's fonts, 3,000 / 500 (made on the fly)", DIGIT_NAMES),
+    "fonts": KnownDataset("fonts", "3,000 / 500 typed digits rendered from 21 DejaVu fonts, shipped with digitnet", DIGIT_NAMES),
 }
 
 
@@ -178,6 +178,13 @@ def make_dataset(name, train_images, train_labels, test_images, test_labels, cla
     return Dataset(name, tri, trl, tei, tel, class_names, source, _checksum(tri, trl, tei, tel), augmentation)
 
 
+def load_fonts() -> Dataset:
+    """The ``fonts`` set shipped with digitnet: 3,000 / 500 typed digits rendered once by
+    ``scripts/build_fonts.py`` (``digitnet.synth``), so every machine trains on the same bits."""
+    with resources.as_file(resources.files("digitnet") / "resources" / "fonts-digits.npz") as p:
+        return _load_npz(p, "fonts", DIGIT_NAMES)
+
+
 def load_embedded() -> Dataset:
     """The 10,000 real MNIST digits shipped inside the package (8,000 train / 2,000 test)."""
     with resources.as_file(resources.files("digitnet") / "resources" / "mnist-embedded.npz") as p:
@@ -239,9 +246,7 @@ def load_dataset(spec: str | os.PathLike = "embedded") -> Dataset:
     if text == "embedded":
         return load_embedded()
     if text == "fonts":
-        from digitnet.synth import load_fonts_dataset
-
-        return load_fonts_dataset()
+        return load_fonts()
     if "+" in text and not Path(text).exists():
         return combine([load_dataset(part) for part in text.split("+")], text)
     if text in KNOWN:

@@ -4,8 +4,8 @@ Only training imports this module (importing numba costs ~0.3 s; predict and ins
 pay it). Kernels take arrays and numbers only, float32 and C-contiguous at the boundary so
 each compiles once; randomness is drawn outside with a seeded NumPy Generator and passed in.
 
-Parameters are one flat float32 vector (see ``digitnet.network``): layer l's W (n_l, n_{l-1})
-and b (n_l,) are reshaped views at ``w_off[l-1]`` and ``b_off[l-1]``. A batch is a stack of
+Parameters are one flat float32 vector (see ``digitnet.nn.network``): dense layer l's
+W (n_l, n_{l-1}) and b (n_l,) are reshaped views at ``w_off[l-1]`` and ``b_off[l-1]``. A batch is a stack of
 rows, so ``z = W @ a + b`` is computed for all rows at once as ``Z = A @ W.T + b``.
 """
 

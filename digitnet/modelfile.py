@@ -55,6 +55,11 @@ class Model:
         """Output activations (n, n_classes) for images x (n, H, W) or (n, H*W), floats in [0, 1]."""
         return self.network.predict_proba(x)
 
+    @property
+    def data_spec(self) -> str:
+        """The data set this model was trained on, as ``--data`` spells it (embedded when unrecorded)."""
+        return self.dataset.get("spec") or "embedded"
+
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Class scores (n, n_classes), summing to 1 per row, for images x (n, H, W) or
         (n, H*W), floats in [0, 1]: what predict, evaluate, inspect and draw show."""

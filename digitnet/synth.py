@@ -6,12 +6,13 @@ Mixing typed digits into training (``--data embedded+fonts``) teaches the networ
 shapes. Each digit is drawn in a random font file at a random size, slant and weight, then
 put through exactly the preprocessing ``predict`` uses (``preprocess.to_mnist``), so it is
 stored as the network will see a typed digit. Seeded: the same fonts give the same set.
+
+The ``fonts`` data set is rendered once with this module (``scripts/build_fonts.py``) and
+shipped in ``digitnet/resources``, because the result depends on the fonts a machine has.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -68,52 +69,3 @@ def font_digits(per_class: int, seed: int, fonts: list[Path] | None = None) -> t
         except (OSError, DataError):                  # a font that cannot draw this digit
             images[i] = np.rint(render_digit(int(d), None, rng) * 255)
     return images, labels
-
-
-def _cache_key(fonts: list[Path]) -> str:
-    """What the rendered set depends on: the font files, the counts, the seed, the code."""
-    import PIL
-
-    from digitnet import __version__
-
-    h = hashlib.sha256(f"{__version__} {PIL.__version__} {TRAIN_PER_CLASS} {TEST_PER_CLASS} {SEED}".encode())
-    h.update(Path(__file__).read_bytes())
-    for f in fonts:
-        st = f.stat()
-        h.update(f"{f} {st.st_size} {st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _cache_path(key: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "digitnet" / f"fonts-{key}.npz"
-
-
-def load_fonts_dataset():
-    """The ``fonts`` data set: typed digits, 300 per class to train on and 50 to test.
-
-    Rendering takes a few seconds, so the result is kept in the user cache directory, keyed
-    by the font files and this code; a cache that cannot be read or written is ignored."""
-    from digitnet.atomic import atomic_write
-    from digitnet.datasets import DIGIT_NAMES, make_dataset
-
-    fonts = font_files()
-    source = f"rendered from {len(fonts)} font files and Pillow's built-in font"
-    cache = _cache_path(_cache_key(fonts))
-    try:
-        with np.load(cache, allow_pickle=False) as z:
-            arrays = [z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")]
-        return make_dataset("fonts", *arrays, DIGIT_NAMES, source)
-    except (OSError, ValueError, KeyError, DataError):
-        pass
-    train_images, train_labels = font_digits(TRAIN_PER_CLASS, SEED, fonts)
-    test_images, test_labels = font_digits(TEST_PER_CLASS, SEED + 1, fonts)
-    dataset = make_dataset("fonts", train_images, train_labels, test_images, test_labels, DIGIT_NAMES, source)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache) as f:
-            np.savez(f, train_images=train_images, train_labels=train_labels,
-                     test_images=test_images, test_labels=test_labels)
-    except OSError:
-        pass
-    return dataset

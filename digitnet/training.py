@@ -176,7 +176,7 @@ def resume_config(model, **overrides) -> TrainConfig:
 def data_for(model, data: str | None) -> str:
     """The data set a command uses for ``model``: ``data`` when given, else the one the model
     was trained on (embedded when unrecorded)."""
-    return data or (model.dataset.get("spec") if model is not None else None) or "embedded"
+    return data or (model.data_spec if model is not None else "embedded")
 
 
 @dataclass

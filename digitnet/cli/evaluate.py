@@ -50,7 +50,7 @@ def evaluate_command(
     if split not in ("test", "train"):
         raise UsageError(f"--split must be test or train, not {split!r}")
     m = load_model(model or default_model_path())
-    spec = data or m.dataset.get("spec") or "embedded"
+    spec = data or m.data_spec
     dataset = load_dataset(spec)
     if dataset.input_shape != m.input_shape or dataset.n_classes != len(m.class_names):
         raise UsageError(f"{spec}: {dataset.input_shape[0]}×{dataset.input_shape[1]} images in {dataset.n_classes} classes, "
