@@ -28,12 +28,16 @@ from digitnet.nn.spec import describe_layers
 # Architecture and history
 
 def parameter_counts(net: Network) -> list[dict]:
-    """One row per layer, as Keras' summary: its index (from 1), type, short name, output
-    shape per image, and the count of each of its arrays and in all."""
-    rows = []
-    for i, (layer, views, shape) in enumerate(zip(net.layers, net.views, net.shapes[1:]), start=1):
+    """One row per layer, as Keras' summary: its index (from 1), type, short name, input and
+    output shape per image, the shape of each of its arrays, the count of weights, biases and
+    all, and ``weight_layer``: its number for ``inspect weights --layer`` (None without weights)."""
+    rows, learned = [], learned_layers(net)
+    for i, (layer, views) in enumerate(zip(net.layers, net.views)):
         counts = {name: int(a.size) for name, a in views.items()}
-        rows.append({"layer": i, "type": layer.type, "name": layer.describe(), "output_shape": list(shape),
+        rows.append({"layer": i + 1, "type": layer.type, "name": layer.describe(),
+                     "input_shape": list(net.shapes[i]), "output_shape": list(net.shapes[i + 1]),
+                     "arrays": {name: list(a.shape) for name, a in views.items()},
+                     "weight_layer": learned.index(i) + 1 if i in learned else None,
                      "weights": counts.get("W", 0), "biases": counts.get("b", 0),
                      "parameters": sum(counts.values())})
     return rows
@@ -86,8 +90,9 @@ def test_accuracy(model, measure: bool = True) -> tuple[float | None, str]:
 # ---------------------------------------------------------------------------------------------
 # Selecting layers and neurons
 
-def parse_neurons(text: str, n: int) -> np.ndarray:
-    """'0:16', '3', '1,5,9' or ':' -> sorted unique neuron indices below ``n`` (UsageError otherwise)."""
+def parse_neurons(text: str, n: int, option: str = "--neurons", what: str = "neurons") -> np.ndarray:
+    """'0:16', '3', '1,5,9' or ':' -> sorted unique indices below ``n`` (UsageError naming
+    ``option`` otherwise); ``what`` the layer has n of (neurons, filters, maps, channels)."""
     text = (text or ":").strip()
     try:
         if ":" in text:
@@ -98,9 +103,9 @@ def parse_neurons(text: str, n: int) -> np.ndarray:
         else:
             idx = np.array(sorted({int(p) for p in text.split(",") if p.strip()}), np.int64)
     except ValueError:
-        raise UsageError(f"--neurons: expected a range such as 0:16 or a list such as 1,5,9, got {text!r}") from None
+        raise UsageError(f"{option}: expected a range such as 0:16 or a list such as 1,5,9, got {text!r}") from None
     if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
-        raise UsageError(f"--neurons {text!r}: this layer has neurons 0 to {n - 1}")
+        raise UsageError(f"{option} {text!r}: this layer has {what} 0 to {n - 1}")
     return idx.astype(np.int64)
 
 
@@ -112,10 +117,25 @@ def learned_layers(net: Network) -> list[int]:
 
 def layer_weights(net: Network, layer: int) -> np.ndarray:
     """The weights of weight layer 1..L: dense (n_out, n_in), conv (F, C, k, k)."""
+    return net.views[weight_layer_index(net, layer)]["W"]
+
+
+def weight_layer_index(net: Network, layer: int) -> int:
+    """The index into ``net.layers`` of weight layer 1..L (UsageError naming the range otherwise)."""
     learned = learned_layers(net)
     if not 1 <= layer <= len(learned):
         raise UsageError(f"--layer {layer}: this network has weight layers 1 to {len(learned)}")
-    return net.views[learned[layer - 1]]["W"]
+    return learned[layer - 1]
+
+
+def feeds(net: Network, index: int) -> tuple[str, tuple[int, ...]]:
+    """(name, shape per image) of what layer ``index`` reads, looking back through flatten,
+    dropout and activation layers: ``input``, or e.g. ``pool2``, (16, 5, 5) for the first
+    dense layer after a conv stack."""
+    j = index - 1
+    while j >= 0 and net.layers[j].type in ("flatten", "dropout", "activation"):
+        j -= 1
+    return ("input", net.shapes[0]) if j < 0 else (net.layers[j].describe(), net.shapes[j + 1])
 
 
 def load_split(model, spec: str | None = None, split: str = "test"):
@@ -125,7 +145,7 @@ def load_split(model, spec: str | None = None, split: str = "test"):
 
     if split not in ("test", "train"):
         raise UsageError(f"--split must be test or train, not {split!r}")
-    spec = spec or model.dataset.get("spec") or "embedded"
+    spec = spec or model.data_spec
     dataset = load_dataset(spec)
     if dataset.input_shape != tuple(model.input_shape) or dataset.n_classes != len(model.class_names):
         raise UsageError(f"{spec}: {dataset.input_shape[0]}×{dataset.input_shape[1]} images in {dataset.n_classes} classes, "
@@ -137,26 +157,51 @@ def load_split(model, spec: str | None = None, split: str = "test"):
 # ---------------------------------------------------------------------------------------------
 # One input, layer by layer
 
+@dataclass
+class Stage:
+    """One step of a forward pass as ``inspect activations`` draws it: ``name`` (``input``,
+    or a learned layer with its activation, e.g. ``conv6x5p2:relu``), the layer's type
+    (input, conv, dense), its activation function (None if linear) and ``values``, one
+    image's output: (C, H, W) feature maps or (n,) neurons."""
+
+    name: str
+    kind: str
+    activation: str | None
+    values: np.ndarray
+
+
+def forward_stages(model, image: np.ndarray) -> list[Stage]:
+    """The input (1, H, W), then each learned layer's output after the activation that follows
+    it (its neurons' or maps' activations), for one image (H, W) in [0, 1]: the last stage is
+    the network's output. Pooling, flatten and dropout are steps between stages."""
+    net = model.network
+    outs = [a for _, a in layer_outputs(model, image)]                # outs[i + 1]: layer i's output
+    stages = [Stage("input", "input", None, outs[0])]
+    for i in learned_layers(net):
+        after = net.layers[i + 1] if i + 1 < len(net.layers) else None
+        act = after.function if isinstance(after, Activation) else None
+        stages.append(Stage(net.layers[i].describe() + (f":{act}" if act else ""), net.layers[i].type, act,
+                            outs[i + 2] if act else outs[i + 1]))
+    if stages[-1].values is not outs[-1]:                             # a stack that ends in no learned layer
+        stages.append(Stage("output", "output", net.output, outs[-1]))
+    return stages
+
+
 def layer_activations(model, image: np.ndarray) -> list[np.ndarray]:
-    """One image (H, W) floats in [0, 1], layer by layer: the pixels, then the output of every
-    activation layer (each 1-D: a dense layer's neurons, or a conv layer's maps flattened)."""
-    return [a for _, a in layer_outputs(model, image, only_activations=True)]
+    """``forward_stages`` flattened: the pixels, each learned layer's activations (a dense
+    layer's neurons, or a conv layer's maps), the outputs; each 1-D."""
+    return [s.values.reshape(-1) for s in forward_stages(model, image)]
 
 
-def layer_outputs(model, image: np.ndarray, only_activations: bool = False) -> list[tuple[str, np.ndarray]]:
+def layer_outputs(model, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(name, output) of the input and of every layer for one image (H, W) in [0, 1]; outputs
-    keep their shape per image ((C, H, W) feature maps, (n,) neurons). With
-    ``only_activations``: the input and activation layers' outputs only, each flattened."""
+    keep their shape per image ((C, H, W) feature maps, (n,) neurons)."""
     net = model.network
     x = np.asarray(image, np.float32).reshape(1, -1)
     if x.shape[1] != net.n_inputs:
         raise UsageError(f"the image has {x.shape[1]} pixels, the model takes {net.n_inputs}")
     outs = net.feedforward(x)
-    named = [("input", outs[0][0])] + [(layer.describe(), a[0]) for layer, a in zip(net.layers, outs[1:])]
-    if only_activations:
-        keep = [0] + [i + 1 for i, layer in enumerate(net.layers) if isinstance(layer, Activation)]
-        return [(named[i][0], named[i][1].reshape(-1)) for i in keep]
-    return named
+    return [("input", outs[0][0])] + [(layer.describe(), a[0]) for layer, a in zip(net.layers, outs[1:])]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ import os
 import sys
 
 import numpy as np
+from rich.box import SIMPLE, Box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 RAMP = " .:-=+*#%@"
 HALF = "▀"
+# rich's SIMPLE box (a rule under the header and above the footer) in ASCII, for plain text
+SIMPLE_ASCII = Box("    \n    \n -- \n    \n    \n -- \n    \n    \n")
 
 
 def make_console(stderr: bool = False, width: int | None = None) -> Console:
@@ -82,6 +85,14 @@ def digit(image: np.ndarray, plain: bool) -> Text:
     if img.max(initial=0) > 1.0:
         img = img / 255.0
     return _cells(img, _grey, plain, lambda v: v)
+
+
+def shade(values: np.ndarray, plain: bool, vmax: float | None = None) -> Text:
+    """A grey picture of a 2-D array: black 0 … white ``vmax`` (default: its max), values
+    outside clipped; for activations, which unlike pixels need not stop at 1."""
+    v = np.asarray(values, np.float64)
+    vmax = vmax or float(v.max(initial=0)) or 1.0
+    return _cells(v / vmax, _grey, plain, lambda u: u)
 
 
 def heatmap(values: np.ndarray, plain: bool, scale: float | None = None) -> Text:
@@ -174,6 +185,34 @@ def per_class_table(per_class: list[dict]) -> Table:
     return table
 
 
+def shape_text(shape) -> str:
+    """(6, 28, 28) -> '6×28×28'; (120,) -> '120'."""
+    return "×".join(str(int(n)) for n in shape)
+
+
+def layer_table(rows: list[dict], plain: bool) -> Table:
+    """The layers as Keras' model.summary() lists them, from ``analysis.parameter_counts``
+    rows: number, name, type, output shape per image, the arrays (``W2 16×6×5×5 + b2``, the
+    weight layer's number as ``inspect weights --layer`` counts) and the parameter count,
+    with the total in the footer."""
+    total = sum(r["parameters"] for r in rows)
+    table = Table(box=SIMPLE_ASCII if plain else SIMPLE, show_edge=False, show_footer=True, padding=(0, 1),
+                  pad_edge=False)
+    table.add_column("#", justify="right", footer="")
+    table.add_column("layer", footer="total")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("weights", overflow="fold")
+    table.add_column("params", justify="right", footer=f"{total:,}")
+    for r in rows:
+        k = r["weight_layer"]
+        arrays = " + ".join(f"{name}{k} {shape_text(shape)}" if name == "W" else f"{name}{k}"
+                            for name, shape in r["arrays"].items()) if k else ""
+        cells = [str(r["layer"]), r["name"], r["type"], shape_text(r["output_shape"]), arrays, f"{r['parameters']:,}"]
+        table.add_row(*(Text(c) for c in cells), style=None if r["parameters"] else "dim")
+    return table
+
+
 # ---------------------------------------------------------------------------------------------
 # Layout: blocks of text side by side
 
@@ -246,12 +285,21 @@ def pool_max_abs(values: np.ndarray, max_cols: int) -> tuple[np.ndarray, int]:
     return np.take_along_axis(blocks, pick, axis=2)[..., 0], k
 
 
-def shrink2(images: np.ndarray) -> np.ndarray:
-    """Average 2×2 pixel blocks: (…, H, W) -> (…, ceil(H/2), ceil(W/2)), for compact grids."""
+def enlarge(images: np.ndarray, zoom: int) -> np.ndarray:
+    """Repeat each pixel ``zoom`` times down and across (nearest neighbour): (…, H, W) -> (…, zH, zW).
+    Zoom 2 draws a small filter with one character pair per weight, even in plain text."""
+    return np.asarray(images).repeat(zoom, axis=-2).repeat(zoom, axis=-1)
+
+
+def shrink2(images: np.ndarray, peak: bool = False) -> np.ndarray:
+    """Average 2×2 pixel blocks: (…, H, W) -> (…, ceil(H/2), ceil(W/2)), for compact grids;
+    with ``peak`` keep each block's largest value instead (2×2 max pooling: thin bright
+    strokes of a feature map stay bright)."""
     h, w = images.shape[-2:]
     pad = [(0, 0)] * (images.ndim - 2) + [(0, h % 2), (0, w % 2)]
     x = np.pad(np.asarray(images, np.float64), pad, mode="edge")
-    return x.reshape(*x.shape[:-2], x.shape[-2] // 2, 2, x.shape[-1] // 2, 2).mean(axis=(-3, -1))
+    blocks = x.reshape(*x.shape[:-2], x.shape[-2] // 2, 2, x.shape[-1] // 2, 2)
+    return blocks.max(axis=(-3, -1)) if peak else blocks.mean(axis=(-3, -1))
 
 
 def heatmap_grid(maps: np.ndarray, labels, plain: bool, width: int, scales=None) -> Text:
@@ -259,6 +307,30 @@ def heatmap_grid(maps: np.ndarray, labels, plain: bool, width: int, scales=None)
     its label; ``scales`` (k,) is each map's full-intensity magnitude (default: robust_scale)."""
     scales = [robust_scale(m) for m in maps] if scales is None else scales
     return tile([labelled(label, heatmap(m, plain, s)) for m, label, s in zip(maps, labels, scales)], width, gap=1)
+
+
+def shade_grid(maps: np.ndarray, labels, plain: bool, width: int, vmax=None) -> Text:
+    """Grey maps (k, H, W) side by side in rows fitting ``width`` columns, each under its
+    label: black 0 … white ``vmax``, one number for all or one per map (default: each map's
+    own largest value)."""
+    vmax = [None] * len(maps) if vmax is None else np.broadcast_to(np.asarray(vmax, np.float64), (len(maps),))
+    return tile([labelled(label, shade(m, plain, v)) for m, label, v in zip(maps, labels, vmax)], width, gap=1)
+
+
+def filter_rows(filters: np.ndarray, row_labels, col_labels, plain: bool, scales, zoom: int = 2) -> Text:
+    """A deeper conv layer's filters (n, C, k, k) as a table of heat maps: one row per filter,
+    its C input channels left to right under ``col_labels``, each row on its own scale
+    (``scales`` (n,)) so its channels compare; ``row_labels`` down the left; a blank line
+    between rows."""
+    lw = max(len(label) for label in row_labels) + 1
+    cw = filters.shape[-1] * zoom
+    out = Text(" " * (lw + 1) + " ".join(c[:cw].ljust(cw) for c in col_labels).rstrip(), style="bold")
+    for i, (label, f, s) in enumerate(zip(row_labels, filters, scales)):
+        out.append("\n\n" if i else "\n")
+        row = tile([Text(label.ljust(lw), style="bold")] + [heatmap(enlarge(ch, zoom), plain, s) for ch in f],
+                   width=10 ** 6, gap=1)
+        out.append_text(row)
+    return out
 
 
 def digit_grid(images: np.ndarray, labels, plain: bool, width: int, styles=None) -> Text:

@@ -1,5 +1,6 @@
-"""digitnet.analysis: the input gradient against finite differences, dreaming, noise, confident
-mistakes, neuron selection, parameter counts, and atomic PNG writing."""
+"""digitnet.analysis: the input gradient against finite differences (dense and conv stacks),
+dreaming, noise, confident mistakes, neuron selection, parameter counts per layer, the forward
+pass stage by stage against a loop-by-loop convolution, and atomic PNG writing."""
 
 from __future__ import annotations
 
@@ -9,23 +10,43 @@ import pytest
 from digitnet import analysis
 from digitnet.errors import UsageError
 from digitnet.modelfile import Model, load_model
-from digitnet.network import Network
+from digitnet.nn.functions import COSTS
+from digitnet.nn.network import Network, dense_layers
+from digitnet.training import TrainConfig
+
+CONV_SPEC = "conv4x3,pool2,dense8"
 
 
 def small_model(activation="sigmoid", cost="quadratic", sizes=(784, 12, 8, 10), seed=0) -> Model:
-    """An untrained model with seeded weights: enough for shapes, gradients and determinism."""
-    net = Network.init(sizes, activation, cost, seed=seed)
-    net.biases[0][...] = np.random.default_rng(seed + 1).normal(0, 0.3, sizes[1])
+    """An untrained dense model with seeded weights: enough for shapes, gradients and determinism."""
+    net = Network.init(dense_layers(sizes, activation, COSTS[cost].output), (1, 28, 28), cost, seed=seed)
+    net.views[1]["b"][...] = np.random.default_rng(seed + 1).normal(0, 0.3, sizes[1])   # layer 1: the first dense
     return Model(net, tuple(str(i) for i in range(sizes[-1])), (28, 28))
+
+
+def conv_model(spec=CONV_SPEC, seed=0) -> Model:
+    """An untrained conv model built as training builds it: conv 4×3×3, relu, 2×2 pool, dense 8, relu, dense 10, softmax."""
+    net = TrainConfig(layers=spec, seed=seed).build((28, 28), 10)
+    net.params += np.random.default_rng(seed + 1).normal(0, 0.05, net.params.shape).astype(np.float32)  # non-zero biases
+    return Model(net, tuple(str(i) for i in range(10)), (28, 28))
 
 
 @pytest.mark.parametrize("activation,cost", [("sigmoid", "quadratic"), ("relu", "cross-entropy"), ("tanh", "cross-entropy")])
 def test_input_gradient_matches_central_differences(activation, cost):
-    net = Network.init((20, 7, 5, 4), activation, cost, seed=3).astype(np.float64)
-    rng = np.random.default_rng(4)
-    x = rng.random((3, 20))
-    targets = np.array([0, 2, 3])
-    a_L, grad = analysis.input_gradient(net, x, targets)
+    net = Network.init(dense_layers((20, 7, 5, 4), activation, COSTS[cost].output), (1, 4, 5), cost, seed=3).astype(np.float64)
+    _check_input_gradient(net, np.random.default_rng(4).random((3, 20)), np.array([0, 2, 3]))
+
+
+@pytest.mark.parametrize("spec", ["conv3x3,pool2,dense6", "conv2x3p1:tanh,conv3x3s2,dense5:sigmoid"])
+def test_input_gradient_of_a_conv_stack_matches_central_differences(spec):
+    """dream climbs this gradient on any stack: conv, pooling and strides included."""
+    net = TrainConfig(layers=spec, seed=5).build((8, 8), 4).astype(np.float64)
+    net.params += np.random.default_rng(6).normal(0, 0.1, net.params.shape)
+    _check_input_gradient(net, np.random.default_rng(7).random((2, 64)), np.array([1, 3]))
+
+
+def _check_input_gradient(net, x, targets):
+    a_L, grad = net.input_gradient(x, targets)
     assert np.allclose(a_L, net.feedforward(x)[-1])
 
     def objective(xs):  # ln a_L[target] of each row
@@ -37,6 +58,7 @@ def test_input_gradient_matches_central_differences(activation, cost):
         step = np.zeros_like(x)
         step[:, j] = eps
         numeric[:, j] = (objective(x + step) - objective(x - step)) / (2 * eps)
+    assert grad.shape == x.shape
     assert np.allclose(grad, numeric, rtol=1e-5, atol=1e-7)
 
 
@@ -134,24 +156,109 @@ def test_parse_neurons():
             analysis.parse_neurons(bad, 16)
 
 
-def test_parameter_counts_and_layer_weights():
+def test_parse_neurons_names_the_option():
+    with pytest.raises(UsageError, match=r"^--maps '9': this layer has maps 0 to 3$"):
+        analysis.parse_neurons("9", 4, "--maps", "maps")
+
+
+def test_parameter_counts_and_layer_weights_of_a_dense_stack():
     m = small_model()
     rows = analysis.parameter_counts(m.network)
-    assert [r["layer"] for r in rows] == [1, 2, 3]
-    assert sum(r["parameters"] for r in rows) == m.network.params.size
+    assert [(r["name"], r["type"]) for r in rows] == [("flatten", "flatten"), ("dense12", "dense"), ("sigmoid", "activation"),
+                                                      ("dense8", "dense"), ("sigmoid", "activation"), ("dense10", "dense"),
+                                                      ("sigmoid", "activation")]
+    assert [r["layer"] for r in rows] == list(range(1, 8))
+    assert [r["parameters"] for r in rows] == [0, 784 * 12 + 12, 0, 12 * 8 + 8, 0, 8 * 10 + 10, 0]
+    assert [r["weight_layer"] for r in rows] == [None, 1, None, 2, None, 3, None]
+    assert rows[3]["arrays"] == {"W": [8, 12], "b": [8]} and rows[0]["arrays"] == {}
+    assert rows[0]["input_shape"] == [1, 28, 28] and rows[0]["output_shape"] == [784]
     assert analysis.layer_weights(m.network, 2).shape == (8, 12)
+    assert analysis.layer_weights(m.network, 2) is m.network.views[3]["W"]
     for bad in (0, 4):
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError, match="weight layers 1 to 3"):
             analysis.layer_weights(m.network, bad)
+
+
+def test_parameter_counts_and_layer_weights_of_a_conv_stack():
+    net = conv_model().network
+    rows = analysis.parameter_counts(net)
+    # by hand: conv 4 filters of 1×3×3 on 28×28 -> 4×26×26, pool -> 4×13×13 = 676, dense 8, dense 10
+    expected = [("conv4x3", [4, 26, 26], 4 * 9, 4, 1), ("relu", [4, 26, 26], 0, 0, None), ("pool2", [4, 13, 13], 0, 0, None),
+                ("flatten", [676], 0, 0, None), ("dense8", [8], 676 * 8, 8, 2), ("relu", [8], 0, 0, None),
+                ("dense10", [10], 80, 10, 3), ("softmax", [10], 0, 0, None)]
+    assert [(r["name"], r["output_shape"], r["weights"], r["biases"], r["weight_layer"]) for r in rows] == expected
+    assert rows[0]["arrays"] == {"W": [4, 1, 3, 3], "b": [4]}
+    assert sum(r["parameters"] for r in rows) == 36 + 4 + 5408 + 8 + 80 + 10 == net.n_params
+    assert analysis.layer_weights(net, 1).shape == (4, 1, 3, 3)
+    assert analysis.layer_weights(net, 2).shape == (8, 676)
+    assert analysis.weight_layer_index(net, 3) == 6
+
+
+def test_feeds_looks_back_through_flatten_and_activations():
+    conv = conv_model().network
+    assert analysis.feeds(conv, 0) == ("input", (1, 28, 28))
+    assert analysis.feeds(conv, 4) == ("pool2", (4, 13, 13))          # dense8 reads the pooled maps, flattened
+    dense = small_model().network
+    assert analysis.feeds(dense, 1) == ("input", (1, 28, 28))
+    assert analysis.feeds(dense, 3) == ("dense12", (12,))
+
+
+def _loop_conv_relu_pool(image, W, b):
+    """conv (valid, stride 1) + relu + 2×2 max pool of one image, by explicit loops: the
+    textbook definition, independent of the im2col code."""
+    F, _, k, _ = W.shape
+    n = image.shape[0] - k + 1
+    z = np.empty((F, n, n))
+    for f in range(F):
+        for i in range(n):
+            for j in range(n):
+                z[f, i, j] = np.sum(image[i:i + k, j:j + k] * W[f, 0]) + b[f]
+    a = np.maximum(z, 0)
+    pooled = np.array([[[a[f, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max() for j in range(n // 2)] for i in range(n // 2)]
+                       for f in range(F)])
+    return a, pooled
+
+
+def test_forward_stages_of_a_conv_stack_match_loops():
+    m = conv_model()
+    v = m.network.views
+    img = np.random.default_rng(0).random((28, 28))
+    stages = analysis.forward_stages(m, img)
+    assert [(s.name, s.kind, s.activation) for s in stages] == [
+        ("input", "input", None), ("conv4x3:relu", "conv", "relu"), ("dense8:relu", "dense", "relu"),
+        ("dense10:softmax", "dense", "softmax")]
+    assert [s.values.shape for s in stages] == [(1, 28, 28), (4, 26, 26), (8,), (10,)]
+    maps, pooled = _loop_conv_relu_pool(img, v[0]["W"].astype(np.float64), v[0]["b"])
+    np.testing.assert_allclose(stages[1].values, maps, rtol=1e-5, atol=1e-6)
+    hidden = np.maximum(v[4]["W"] @ pooled.reshape(-1) + v[4]["b"], 0)
+    np.testing.assert_allclose(stages[2].values, hidden, rtol=1e-4, atol=1e-5)
+    z = v[6]["W"] @ hidden + v[6]["b"]
+    np.testing.assert_allclose(stages[3].values, np.exp(z) / np.exp(z).sum(), rtol=1e-4, atol=1e-6)
+    flat = analysis.layer_activations(m, img)
+    assert [a.shape for a in flat] == [(784,), (4 * 26 * 26,), (8,), (10,)]
+    assert all(np.array_equal(a, s.values.reshape(-1)) for a, s in zip(flat, stages))
+
+
+def test_a_linear_conv_stage_is_its_own_output():
+    m = conv_model("conv2x3:linear,dense4")
+    stages = analysis.forward_stages(m, np.random.default_rng(1).random((28, 28)))
+    assert [s.name for s in stages] == ["input", "conv2x3", "dense4:relu", "dense10:softmax"]
+    outputs = dict(analysis.layer_outputs(m, np.random.default_rng(1).random((28, 28))))
+    assert np.array_equal(stages[1].values, outputs["conv2x3"])
+    assert stages[1].activation is None and stages[1].values.min() < 0
 
 
 def test_layer_activations_are_the_forward_pass():
     m = small_model()
     img = np.random.default_rng(0).random((28, 28))
     acts = analysis.layer_activations(m, img)
-    ref = m.network.feedforward(img.reshape(1, -1).astype(np.float32))
+    x = img.reshape(1, -1).astype(np.float32)
+    ref = [x[0]]
+    for l in (1, 3, 5):                                                # z = W a + b, a = σ(z), by hand
+        v = m.network.views[l]
+        ref.append(1 / (1 + np.exp(-(v["W"] @ ref[-1] + v["b"]))))
     assert [a.shape for a in acts] == [(784,), (12,), (8,), (10,)]
-    assert all(np.allclose(a, r[0]) for a, r in zip(acts, ref))
+    assert all(np.allclose(a, r, atol=1e-6) for a, r in zip(acts, ref))
     with pytest.raises(UsageError):
         analysis.layer_activations(m, np.zeros((10, 10)))
 
@@ -159,9 +266,31 @@ def test_layer_activations_are_the_forward_pass():
 def test_model_summary(tiny_model):
     info = analysis.model_summary(load_model(tiny_model))
     assert info["sizes"] == [784, 32, 10] and info["parameters"] == 784 * 32 + 32 + 32 * 10 + 10
+    assert info["activation"] == "relu" and info["architecture"] == "dense32:relu"
     assert info["epochs"] == len(info["history"]) == 2
     assert info["dataset"]["spec"] == "embedded"
     assert info["best_val_accuracy"] is not None
+
+
+def test_model_summary_of_a_conv_stack():
+    m = conv_model()
+    info = analysis.model_summary(m)
+    assert info["sizes"] is None and info["activation"] is None
+    assert info["architecture"] == "conv4x3:relu,pool2,dense8:relu"
+    assert info["output"] == "softmax" and info["parameters"] == m.network.n_params == 5546
+    assert len(info["layers"]) == 8 and info["layers"][0]["output_shape"] == [4, 26, 26]
+
+
+def test_dream_noise_and_errors_on_a_conv_stack(embedded):
+    m = conv_model()
+    d = analysis.dream(m, 6, steps=25, restarts=2)
+    assert d.probability > d.start_probability and d.image.shape == (28, 28)
+    assert d.outputs == pytest.approx(m.network.predict_proba(d.image[None])[0], abs=1e-4)
+    rep = analysis.noise_experiment(m, samples=64, seed=0, keep=2)
+    scores = m.scores(np.random.default_rng(0).random((64, 784), dtype=np.float32))
+    assert np.array_equal(rep.predicted, scores.argmax(axis=1)) and rep.images.shape == (2, 28, 28)
+    mk = analysis.confident_errors(m, embedded.test_images[:100], embedded.test_labels[:100], limit=3)
+    assert np.all(mk.predicted != mk.true) and np.all(np.diff(mk.confidence) <= 0)
 
 
 def test_test_accuracy_recorded_measured_or_not(tiny_model):

@@ -1,6 +1,8 @@
 """``digitnet inspect``: every subcommand through CliRunner (plain text, 80 columns), its JSON,
 --png files, errors as one line, determinism, no numba on any inspect path, and a real
-subprocess of the console script."""
+subprocess of the console script; on a trained dense model, on a conv model built here with
+weights set by hand (so the drawings can be checked cell by cell), and on the shipped
+version-1 models."""
 
 from __future__ import annotations
 
@@ -17,7 +19,41 @@ from digitnet.cli import app
 
 DIGITNET = Path(sys.executable).with_name("digitnet")
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "user-digits"
+SHIPPED = Path(__file__).resolve().parents[1] / "models"
 runner = CliRunner()
+
+# conv 12 filters 5×5 (28 -> 24), pool (12), conv 6 filters 3×3 on 12 channels (10), pool (5), dense 16, dense 10
+CONV_SPEC = "conv12x5,pool2,conv6x3,pool2,dense16"
+CONV_PARAMS = 12 * 25 + 12 + 6 * 12 * 9 + 6 + 150 * 16 + 16 + 16 * 10 + 10
+ZERO = " .:-=+*#%@"[4]                  # plain text's zero weight: the middle of the ramp
+
+
+def conv_network(names=tuple("0123456789")):
+    """The conv model's network, untrained, with two filters set by hand: filter 0 of layer 1
+    is +1 at its top left and -1 at its bottom right; filter 1 of layer 2 is +2 on channel 2's
+    top right and -2 on its bottom left, zero elsewhere."""
+    import numpy as np
+
+    from digitnet.modelfile import Model
+    from digitnet.training import TrainConfig
+
+    net = TrainConfig(layers=CONV_SPEC, seed=1).build((28, 28), 10)
+    W1, W2 = net.views[0]["W"], net.views[3]["W"]                    # (12, 1, 5, 5), (6, 12, 3, 3)
+    W1[0] = 0
+    W1[0, 0, 0, 0], W1[0, 0, 4, 4] = 1.0, -1.0
+    W2[1] = 0
+    W2[1, 2, 0, 2], W2[1, 2, 2, 0] = 2.0, -2.0
+    net.views[0]["b"][...] = np.linspace(0.0, 0.2, 12)              # some maps stay alive under relu
+    return Model(net, tuple(names), (28, 28), dataset={"name": "embedded", "spec": "embedded"})
+
+
+@pytest.fixture(scope="module")
+def conv_model(tmp_path_factory):
+    from digitnet.modelfile import save_model
+
+    path = tmp_path_factory.mktemp("conv") / "conv.npz"
+    save_model(conv_network(), path)
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +83,15 @@ def js(*args) -> dict:
 def test_summary(tiny_model):
     out = ok("summary", tiny_model)
     assert "784 -> 32 -> 10" in out and "25,450" in out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["2", "dense32", "dense", "32", "W1", "32×784", "+", "b1", "25,120"] in rows
+    assert ["4", "dense10", "dense", "10", "W2", "10×32", "+", "b2", "330"] in rows and ["total", "25,450"] in rows
     assert "cost per epoch" in out and "accuracy per epoch" in out and "embedded" in out
     info = js("summary", tiny_model, "--json")
     assert info["parameters"] == 25450 and info["sizes"] == [784, 32, 10]
+    assert info["activation"] == "relu" and info["output"] == "softmax" and info["cost"] == "cross-entropy"
+    assert [(r["name"], r["parameters"], r["weight_layer"]) for r in info["layers"]] == [
+        ("flatten", 0, None), ("dense32", 25120, 1), ("relu", 0, None), ("dense10", 330, 2), ("softmax", 0, None)]
     assert 0.5 < info["test_accuracy"] <= 1
     assert js("summary", tiny_model, "--json", "--no-test")["test_accuracy"] is None
 
@@ -148,6 +190,169 @@ def test_every_inspect_command_has_help_ending_with_an_example():
         assert desc[-1].strip().startswith("digitnet inspect " + cmd), cmd
 
 
+# ---------------------------------------------------------------------------------------------
+# conv models and the shipped version-1 files
+
+def flat(out: str) -> str:
+    """The output with its line wrapping undone, for sentences that may wrap anywhere."""
+    return " ".join(out.split())
+
+
+def test_summary_of_a_conv_model_lists_its_layers(conv_model):
+    out = ok("summary", conv_model, "--no-test")
+    assert "conv12x5:relu,pool2,conv6x3:relu,pool2,dense16:relu" in out and "->" not in out
+    assert "28×28 in, 10 softmax out, cross-entropy cost" in flat(out)
+    rows = [line.split() for line in out.splitlines()]
+    for row in (["1", "conv12x5", "conv", "12×24×24", "W1", "12×1×5×5", "+", "b1", "312"],
+                ["3", "pool2", "maxpool", "12×12×12", "0"],
+                ["4", "conv6x3", "conv", "6×10×10", "W2", "6×12×3×3", "+", "b2", "654"],
+                ["7", "flatten", "flatten", "150", "0"],
+                ["8", "dense16", "dense", "16", "W3", "16×150", "+", "b3", "2,416"],
+                ["total", f"{CONV_PARAMS:,}"]):
+        assert row in rows, row
+    info = js("summary", conv_model, "--json", "--no-test")
+    assert info["parameters"] == CONV_PARAMS and info["sizes"] is None and info["activation"] is None
+    assert info["architecture"] == "conv12x5:relu,pool2,conv6x3:relu,pool2,dense16:relu" and info["output"] == "softmax"
+    assert [r["weight_layer"] for r in info["layers"]] == [1, None, None, 2, None, None, None, 3, None, 4, None]
+    assert info["layers"][3]["arrays"] == {"W": [6, 12, 3, 3], "b": [6]} and info["layers"][3]["input_shape"] == [12, 12, 12]
+
+
+def test_weights_of_a_first_conv_layer_cell_by_cell(conv_model, tmp_path):
+    from PIL import Image
+
+    out = ok("weights", conv_model, "--neurons", "0:3", "--png", tmp_path / "f.png")
+    assert "filters 0–2 of 12, each 1×5×5, slid over the image" in flat(out)
+    lines = out.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("#0 ±1 "))
+    assert "#1 ±" in lines[i] and "#2 ±" in lines[i] and "#3 ±" not in out
+    # 5×5 drawn 2× enlarged: one line and two characters per weight; +1 top left, -1 bottom right
+    block = [line[:10] for line in lines[i + 1:i + 6]]
+    assert block == ["@@" + ZERO * 8, ZERO * 10, ZERO * 10, ZERO * 10, ZERO * 8 + "  "]
+    with Image.open(tmp_path / "f.png") as im:          # 3 filters: 2 × 2 grid of 5·22 px tiles, 2 px apart
+        assert im.size == (222, 222)
+        assert im.getpixel((5, 5)) == (255, 51, 42) and im.getpixel((105, 105)) == (51, 85, 255)   # red +1, blue -1
+
+
+def test_weights_of_a_deeper_conv_layer_one_row_per_filter(conv_model, tmp_path):
+    from PIL import Image
+
+    out = ok("weights", conv_model, "--layer", "2", "--neurons", "0:2", "--png", tmp_path / "f2.png")
+    text = flat(out)
+    assert "filters 0–1 of 6, each 12×3×3, slid over pool2's 12 maps of 12×12" in text
+    assert "--channels picks others" in text                          # 12 channels of 7 columns do not fit 80
+    lines = out.splitlines()
+    head = next(line for line in lines if line.lstrip().startswith("c0"))
+    shown = head.split()
+    assert shown[:3] == ["c0", "c1", "c2"] and "c11" not in shown and len(shown) >= 8
+    r = next(k for k, line in enumerate(lines) if line.startswith("#1 ±"))
+    cell = lambda c, j: lines[r + j][head.index(c):head.index(c) + 6]  # noqa: E731 — channel c, line j of filter 1
+    assert [cell("c2", j) for j in range(3)] == [ZERO * 4 + "@@", ZERO * 6, "  " + ZERO * 4]
+    assert [cell("c1", j) for j in range(3)] == [ZERO * 6] * 3
+    with Image.open(tmp_path / "f2.png") as im:         # 2 filters × all 12 channels, 3·13 px tiles
+        assert im.size == (12 * 39 + 11 * 2, 2 * 39 + 2)
+    picked = ok("weights", conv_model, "--layer", "2", "--neurons", "1", "--channels", "10,11")
+    assert next(line for line in picked.splitlines() if "c10" in line).split() == ["c10", "c11"]
+    too_many = run("weights", conv_model, "--layer", "2", "--channels", ":")
+    assert too_many.exit_code == 2 and too_many.output.count("\n") == 1 and "--png draws them all" in too_many.output
+    bad = run("weights", conv_model, "--layer", "2", "--channels", "12")
+    assert bad.exit_code == 2 and "--channels '12': this layer has input channels 0 to 11" in bad.output
+
+
+def test_weights_of_a_dense_layer_after_convs(conv_model):
+    out = ok("weights", conv_model, "--layer", "3", "--neurons", "0:4")
+    assert "the 150 inputs: pool2's 6 maps of 5×5, flattened" in flat(out)
+    r = run("weights", conv_model, "--layer", "5")
+    assert r.exit_code == 2 and "weight layers 1 to 4" in r.output
+
+
+def test_activations_of_a_conv_model(conv_model):
+    import numpy as np
+
+    from digitnet.render import shade
+
+    data = js("activations", conv_model, "--index", "0", "--json")
+    assert data["sizes"] == [784, 12 * 24 * 24, 6 * 10 * 10, 16, 10] and data["label"] == 7
+    assert [(d["name"], d["shape"]) for d in data["layers"]] == [
+        ("conv12x5:relu", [12, 24, 24]), ("conv6x3:relu", [6, 10, 10]), ("dense16:relu", [16]), ("dense10:softmax", [10])]
+    assert [len(a) for a in data["activations"]] == data["sizes"][1:]   # the values: see test_analysis
+    assert data["predicted"] == int(np.argmax(data["activations"][-1]))
+    assert data["confidence"] == pytest.approx(max(data["activations"][-1]), abs=1e-6)   # softmax: score = output
+    out = ok("activations", conv_model, "--index", "0", "--maps", "0:3")
+    assert "layer 1 conv12x5:relu: maps 0–2 of 12, each 24×24 (drawn at half size" in flat(out)
+    assert "layer 2 conv6x3:relu: maps 0–2 of 6, each 10×10;" in flat(out)
+    first = np.array(data["activations"][0]).reshape(12, -1).max(axis=1)
+    assert all(f"#{i} {first[i]:.2g}" in out for i in range(3)) and "#3 " not in out
+    # layer 2's map 1, drawn at full size on its own scale (white = its largest value)
+    maps = np.array(data["activations"][1]).reshape(6, 10, 10)
+    lines = out.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("layer 2"))
+    labels = next(k for k in range(start, len(lines)) if lines[k].startswith("#0 "))
+    col = lines[labels].index("#1 ")
+    drawn = [line[col:col + 10].ljust(10) for line in lines[labels + 1:labels + 6]]
+    expected = [line.ljust(10) for line in shade(maps[1], plain=True, vmax=maps[1].max() or 1.0).plain.split("\n")]
+    assert drawn == expected
+    assert "layer 3" in out and out.count("<") == 1 and "(dense16:relu)" in out
+    bad = run("activations", conv_model, "--index", "0", "--maps", "12")
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "--maps '12'" in bad.output
+
+
+def test_activations_preprocess_an_image_as_predict_does(tiny_model, tmp_path):
+    """The model's own preprocessing (its metadata names it), or --no-preprocess: the same
+    scores predict gives for the same image."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from digitnet.modelfile import load_model, save_model
+
+    img = Image.new("L", (60, 80), 255)                              # a dark '1' on white paper, off centre
+    draw = ImageDraw.Draw(img)
+    draw.line([(40, 10), (40, 70)], fill=0, width=7)
+    draw.line([(28, 22), (40, 10)], fill=0, width=6)
+    png = tmp_path / "one.png"
+    img.save(png)
+    m = load_model(tiny_model)
+    m.preprocessing = "none"
+    save_model(m, tmp_path / "none.npz")
+    outputs = {}
+    for model, extra in ((tiny_model, []), (tmp_path / "none.npz", []), (tiny_model, ["--no-preprocess"])):
+        acts = js("activations", model, png, *extra, "--json")
+        r = runner.invoke(app, ["predict", str(png), "--model", str(model), "--format", "jsonl", "--probs", *extra])
+        assert r.exit_code == 0, r.output
+        probs = json.loads(r.output.splitlines()[0])["probs"]
+        assert np.allclose(acts["activations"][-1], probs, atol=2e-6)
+        assert acts["confidence"] == pytest.approx(max(probs), abs=2e-6)
+        outputs[(str(model), tuple(extra))] = np.array(probs)
+    a, b, c = outputs.values()
+    assert not np.allclose(a, b, atol=1e-3) and np.allclose(b, c)    # the preprocessings differ on this image
+
+
+@pytest.mark.parametrize("name,arch", [("mnist-3b1b.npz", "784 -> 16 -> 16 -> 10"),
+                                       ("digitnet.npz", "784 -> 512 -> 256 -> 10")])
+def test_shipped_version_1_models(name, arch):
+    path = SHIPPED / name
+    out = ok("summary", path, "--no-test")
+    assert arch in out and "W1 " in out
+    assert "#1 ±" in ok("weights", path, "--neurons", "0:2")
+    assert "output" in ok("activations", path, "--index", "0", "--data", "embedded")
+
+
+def test_user_names_are_never_markup(tmp_path):
+    """File names and class names come from users: printed as they are, never as rich markup
+    (which would swallow '[i]' and fail on '[/]')."""
+    from digitnet.modelfile import save_model
+
+    path = tmp_path / "[bold]m[i].npz"
+    save_model(conv_network(names=[f"[i]{d}" for d in range(9)] + ["[/]9"]), path)
+    for args in (["summary", path, "--no-test"], ["weights", path, "--png", tmp_path / "[red]w.png"],
+                 ["weights", path, "--layer", "2", "--neurons", "0"], ["activations", path, "--index", "3"],
+                 ["noise", path, "--samples", "20"], ["dream", path, "9", "--steps", "2"], ["errors", path, "--limit", "2"]):
+        out = ok(*args)
+        assert "[bold]m[i].npz" in out, args
+    assert "[red]w.png" in flat(ok("weights", path, "--png", tmp_path / "[red]w.png"))
+    assert "only leans towards '[/]9' here" in flat(ok("dream", path, "9", "--steps", "2"))
+    assert "is sure this is a '[/]9'" in flat(ok("dream", path, "9", "--steps", "30"))
+    assert "[i]7" in ok("activations", path, "--index", "0") and "[/]9" in ok("noise", path, "--samples", "20")
+
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason="no shared sample digits")
 def test_activations_from_an_image_file(tiny_model):
     image = sorted(SAMPLES.glob("3_*.png"))[0]
@@ -155,7 +360,7 @@ def test_activations_from_an_image_file(tiny_model):
     assert str(image.name) in out and "layer 1" in out
 
 
-def test_no_inspect_path_imports_numba(tiny_model, tmp_path):
+def test_no_inspect_path_imports_numba(tiny_model, conv_model, tmp_path):
     """Every inspect command in one fresh interpreter; numba must never be imported."""
     image = next(iter(sorted(SAMPLES.glob("*.png"))), None) if SAMPLES.is_dir() else None
     code = f"""
@@ -163,8 +368,12 @@ import sys
 from typer.testing import CliRunner
 from digitnet.cli import app
 m = {str(tiny_model)!r}
+c = {str(conv_model)!r}
 calls = [["summary", m], ["weights", m, "--png", {str(tmp_path / 'w.png')!r}], ["activations", m, "--index", "1"],
-         ["noise", m, "--samples", "50"], ["dream", m, "1", "--steps", "5"], ["errors", m, "--limit", "2"]]
+         ["noise", m, "--samples", "50"], ["dream", m, "1", "--steps", "5"], ["errors", m, "--limit", "2"],
+         ["summary", c], ["weights", c, "--png", {str(tmp_path / 'c.png')!r}], ["weights", c, "--layer", "2"],
+         ["activations", c, "--index", "1"], ["noise", c, "--samples", "50"], ["dream", c, "1", "--steps", "5"],
+         ["errors", c, "--limit", "2"]]
 if {str(image) if image else ''!r}:
     calls.append(["activations", m, {str(image) if image else ''!r}])
 for args in calls:

@@ -178,3 +178,81 @@ def test_existing_renderers_still_work():
     con = Console(width=100, file=open("/dev/null", "w"), record=True, no_color=True)
     con.print(render.confusion_table(np.eye(3, dtype=int) * 5, ["a", "b", "c"], plain=True))
     assert "5" in con.export_text()
+
+
+def test_shade_is_grey_on_its_own_scale():
+    v = np.array([[0.0, 2.0, 4.0], [0.0, 2.0, 4.0]])
+    assert plain_lines(render.shade(v, plain=True)) == [" " + render.ramp_char(0.5) + "@"]      # default: its max
+    assert plain_lines(render.shade(v, plain=True, vmax=8.0)) == [" " + render.ramp_char(0.25) + render.ramp_char(0.5)]
+    assert plain_lines(render.shade(np.zeros((2, 2)), plain=True)) == ["  "]                       # all zero: black
+
+
+def test_shade_grid_scales_each_map_or_all_alike():
+    maps = np.stack([np.ones((2, 3)), 4 * np.ones((2, 3))])
+    own = plain_lines(render.shade_grid(maps, ["a", "b"], plain=True, width=80))
+    assert own == ["a   b", "@@@ @@@"]                                 # each white at its own max
+    alike = plain_lines(render.shade_grid(maps, ["a", "b"], plain=True, width=80, vmax=4.0))
+    assert alike == ["a   b", render.ramp_char(0.25) * 3 + " @@@"]
+    per_map = plain_lines(render.shade_grid(maps, ["a", "b"], plain=True, width=80, vmax=[2.0, 8.0]))
+    assert per_map[1] == render.ramp_char(0.5) * 3 + " " + render.ramp_char(0.5) * 3
+
+
+def test_enlarge_and_shrink2_peak():
+    a = np.array([[1, 2], [3, 4]])
+    assert render.enlarge(a, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    assert render.enlarge(np.zeros((3, 2, 5)), 3).shape == (3, 6, 15)
+    img = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5], [0.0] * 4, [0.0, 0.0, 0.25, 0.0]])
+    assert render.shrink2(img, peak=True).tolist() == [[1.0, 0.5], [0.0, 0.25]]     # a thin stroke stays bright
+    assert render.shrink2(img).tolist() == [[0.25, 0.125], [0.0, 0.0625]]
+
+
+def test_enlarged_heatmap_draws_each_weight_exactly_in_plain_text():
+    w = np.array([[1.0, -1.0], [0.0, 0.5]])
+    lines = plain_lines(render.heatmap(render.enlarge(w, 2), plain=True, scale=1.0))
+    assert lines == ["@@  ", render.ramp_char(0.5) * 2 + render.ramp_char(0.75) * 2]    # one line, two characters per weight
+
+
+def test_filter_rows_one_row_per_filter_channels_under_their_labels():
+    f = np.zeros((2, 3, 2, 2))
+    f[0, 1, 0, 0] = 1.0                      # filter 0, channel 1, top left
+    f[1, 2, 1, 1] = -1.0                     # filter 1, channel 2, bottom right
+    lines = plain_lines(render.filter_rows(f, ["#0", "#10"], ["c0", "c1", "c2"], plain=True, scales=[1.0, 1.0], zoom=2))
+    z = render.ramp_char(0.5)                # zero
+    assert lines[0] == "     c0   c1   c2"
+    assert lines[1] == "#0   " + " ".join([z * 4, "@@" + z * 2, z * 4])
+    assert lines[2] == "     " + " ".join([z * 4] * 3)
+    assert lines[3] == ""                                             # a blank line between filters
+    assert lines[4] == "#10  " + " ".join([z * 4] * 3)
+    assert lines[5] == "     " + " ".join([z * 4, z * 4, z * 2 + "  "]).rstrip()
+    for line, _ in zip(lines[1:], range(2)):                         # each channel starts under its label
+        for c in ("c0", "c1", "c2"):
+            assert line[lines[0].index(c)] != " "
+
+
+def _table_text(rows, plain, width=80) -> str:
+    con = Console(width=width, file=open("/dev/null", "w"), record=True, no_color=plain, color_system=None if plain else "truecolor")
+    con.print(render.layer_table(rows, plain))
+    return con.export_text()
+
+
+def test_layer_table_lists_every_layer_like_keras():
+    rows = [{"layer": 1, "name": "conv6x5p2", "type": "conv", "output_shape": [6, 28, 28], "arrays": {"W": [6, 1, 5, 5], "b": [6]},
+             "weight_layer": 1, "parameters": 156},
+            {"layer": 2, "name": "relu", "type": "activation", "output_shape": [6, 28, 28], "arrays": {},
+             "weight_layer": None, "parameters": 0},
+            {"layer": 3, "name": "dense10", "type": "dense", "output_shape": [10], "arrays": {"W": [10, 1176], "b": [10]},
+             "weight_layer": 2, "parameters": 11770}]
+    text = _table_text(rows, plain=True)
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert lines[0].split() == ["#", "layer", "type", "output", "shape", "weights", "params"]
+    assert set(lines[1].strip()) == {"-"}                             # ASCII rules in plain text
+    assert lines[2].split() == ["1", "conv6x5p2", "conv", "6×28×28", "W1", "6×1×5×5", "+", "b1", "156"]
+    assert lines[3].split() == ["2", "relu", "activation", "6×28×28", "0"]
+    assert lines[4].split() == ["3", "dense10", "dense", "10", "W2", "10×1176", "+", "b2", "11,770"]
+    assert lines[6].split() == ["total", "11,926"]
+    assert max(len(line) for line in lines) <= 80 and "─" not in text
+    assert "─" in _table_text(rows, plain=False)                      # box rules in colour
+
+
+def test_shape_text():
+    assert render.shape_text((6, 28, 28)) == "6×28×28" and render.shape_text([120]) == "120"

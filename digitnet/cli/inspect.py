@@ -35,6 +35,17 @@ def _console():
     return console, is_plain(console)
 
 
+def _wrap_tokens(spec: str, width: int) -> list[str]:
+    """'conv6x5p2:relu,pool2,…' as lines of at most ``width`` characters, broken after commas."""
+    lines = [""]
+    for token in spec.split(","):
+        if lines[-1] and len(lines[-1]) + len(token) + 1 > width:
+            lines.append("")
+        lines[-1] += token + ","
+    lines[-1] = lines[-1][:-1]
+    return lines
+
+
 def _pct(v) -> str:
     return "—" if v is None else f"{v:.2%}"
 
@@ -47,7 +58,8 @@ def summary_command(
     test: bool = typer.Option(True, "--test/--no-test", help="Also measure accuracy on the test split of the model's data set now."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Architecture, parameter counts, data set, config, training history and accuracies."""
+    """Architecture, a table of the layers (output shape and parameters of each, as Keras'
+    model.summary()), data set, config, training history and accuracies."""
     from digitnet import analysis
 
     m = _model(model)
@@ -61,28 +73,39 @@ def summary_command(
 
 def _render_summary(info: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    from digitnet.render import line_chart
+    from digitnet.render import layer_table, line_chart
 
     console, plain = _console()
     arrow = " -> " if plain else " → "
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    hidden = info["activation"] if len(info["sizes"]) > 2 else "no"
-    grid.add_row("architecture", f"{arrow.join(map(str, info['sizes']))}  ({hidden} hidden, {info['output']} output, {info['cost']} cost)")
-    grid.add_row("parameters", f"{info['parameters']:,}  (" + ", ".join(
-        f"W{r['layer']} {r['outputs']}×{r['inputs']} + b{r['layer']}" for r in info["layers"]) + ")")
+
+    def row(name: str, value: str) -> None:              # values may hold user text: never markup
+        grid.add_row(name, Text(value))
+
+    h, w = info["input_shape"]
+    if info["sizes"]:
+        hidden = info["activation"] if len(info["sizes"]) > 2 else "no"
+        row("architecture", f"{arrow.join(map(str, info['sizes']))}  ({hidden} hidden, {info['output']} output, {info['cost']} cost)")
+    else:
+        # the --layers text on lines of its own, broken after commas rather than inside a token
+        row("architecture", "\n".join(_wrap_tokens(info["architecture"], console.width - 16))
+            + f"\n{h}×{w} in, {len(info['class_names'])} {info['output']} out, {info['cost']} cost")
+    weights, biases = sum(r["weights"] for r in info["layers"]), sum(r["biases"] for r in info["layers"])
+    row("parameters", f"{info['parameters']:,}  ({weights:,} weights, {biases:,} biases; per layer below)")
     ds = info["dataset"]
     if ds:
-        grid.add_row("data set", f"{ds.get('spec') or ds.get('name')}: {ds.get('train', 0):,} train / {ds.get('test', 0):,} test"
-                     + (f"  {ds['checksum']}" if ds.get("checksum") else ""))
+        row("data set", f"{ds.get('spec') or ds.get('name')}: {ds.get('train', 0):,} train / {ds.get('test', 0):,} test"
+                        + (f"  {ds['checksum']}" if ds.get("checksum") else ""))
     else:
-        grid.add_row("data set", "not recorded")
+        row("data set", "not recorded")
     cfg = info["config"]
     if cfg:
-        grid.add_row("config", ", ".join(f"{k.replace('_', ' ')} {('on' if v else 'off') if isinstance(v, bool) else v}"
-                                         for k, v in cfg.items() if k not in ("hidden", "activation", "cost")))
+        row("config", ", ".join(f"{k.replace('_', ' ')} {('on' if v else 'off') if isinstance(v, bool) else v}"
+                                for k, v in cfg.items() if k not in ("hidden", "layers", "activation", "cost")))
     runs = f"{info['epochs']} epochs" + (f" ({info['stopped']})" if info.get("stopped") else "")
     if info["best_epoch"]:
         runs += f", best epoch {info['best_epoch']} kept"
@@ -90,12 +113,15 @@ def _render_summary(info: dict) -> None:
         runs += f", preset {info['preset']}"
     if info.get("created"):
         runs += f", made {info['created']}"
-    grid.add_row("training", runs)
-    grid.add_row("accuracy", f"train {_pct(info['final_train_accuracy'])} (last epoch), validation {_pct(info['best_val_accuracy'])} "
-                             f"(best epoch), test {_pct(info['test_accuracy'])}")
-    grid.add_row("", f"test: {info['test_note']}")
-    console.print(f"[bold]{Path(info['path']).name}[/]  ({info['path']})")
+    row("training", runs)
+    row("accuracy", f"train {_pct(info['final_train_accuracy'])} (last epoch), validation {_pct(info['best_val_accuracy'])} "
+                    f"(best epoch), test {_pct(info['test_accuracy'])}")
+    row("", f"test: {info['test_note']}")
+    console.print(Text.assemble((Path(info["path"]).name, "bold"), f"  ({info['path']})"))
     console.print(grid)
+    console.print()
+    console.print(Text("layers", style="bold"))
+    console.print(layer_table(info["layers"], plain))
     h = info["history"]
     if h:
         width = max(20, min(60, console.width - 12))
@@ -116,51 +142,126 @@ def _render_summary(info: dict) -> None:
 
 def weights_command(
     model: Optional[Path] = typer.Argument(None, help=MODEL_HELP),
-    layer: int = typer.Option(1, "--layer", "-l", help="Weight layer: 1 connects the pixels to the first hidden layer, L the last hidden layer to the outputs."),
-    neurons: str = typer.Option("0:16", "--neurons", "-n", help="Which neurons of that layer: a range (0:16), a list (1,5,9) or ':' for all."),
-    small: bool = typer.Option(False, "--small", help="Layer 1: draw each picture at 14×14 (2×2 averages) so more fit across."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also write the picture as a PNG image (4× enlarged)."),
+    layer: int = typer.Option(1, "--layer", "-l", help="Weight layer, counting only layers with weights (summary's W1, W2…): "
+                                                       "1 sees the pixels, L gives the outputs."),
+    neurons: str = typer.Option("0:16", "--neurons", "-n", help="Which neurons (dense) or filters (conv) of that layer: "
+                                                                "a range (0:16), a list (1,5,9) or ':' for all."),
+    channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Deeper conv layer: which input channels to draw "
+                                                                         "per filter, as --neurons [default: as many as fit; "
+                                                                         "--png: all]."),
+    small: bool = typer.Option(False, "--small", help="Dense layer 1: draw each picture at 14×14 (2×2 averages) so more fit across."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write the picture as a PNG image (enlarged)."),
 ):
-    """Heat maps of the weights: red positive, blue negative (plain: ' ' negative, '=' zero, '@' positive)."""
+    """Heat maps of the weights: red positive, blue negative (plain: ' ' negative, '=' zero, '@' positive).
+
+    A dense layer that sees the pixels: one 28×28 picture per neuron. A first conv layer: one
+    k×k picture per filter. A deeper conv layer (C input channels): one row per filter, its
+    k×k weights on each input channel side by side (not averaged: the channels differ). Other
+    dense layers: a matrix, one row per neuron."""
+    from digitnet import analysis
+
+    m = _model(model)
+    W = analysis.layer_weights(m.network, layer)                   # dense (n_out, n_in); conv (F, C, k, k)
+    n_layers = len(analysis.learned_layers(m.network))
+    console, plain = _console()
+    plot = _conv_weights if W.ndim == 4 else _dense_weights
+    picture = plot(m, W, layer, n_layers, neurons, channels, small, console, plain)
+    if png is not None:
+        analysis.save_png(picture, png)
+        console.print(f"Wrote {_safe(png)} ({picture.shape[1]}×{picture.shape[0]} pixels)")
+
+
+def _key(plain: bool) -> str:
+    return "' ' most negative, '=' zero, '@' most positive" if plain else "[blue]blue negative[/], black zero, [red]red positive[/]"
+
+
+def _dense_weights(m, W, layer, n_layers, neurons, channels, small, console, plain):
+    """Print a dense layer's weights (n_out, n_in); return the picture for --png."""
     import numpy as np
 
     from digitnet import analysis
-    from digitnet.render import diverging_rgb, heatmap, heatmap_grid, image_grid, pool_max_abs, robust_scale, shrink2
+    from digitnet.render import diverging_rgb, heatmap, heatmap_grid, image_grid, pool_max_abs, robust_scale, shape_text, shrink2
 
-    m = _model(model)
-    W = analysis.layer_weights(m.network, layer)                   # (n_out, n_in)
     idx = analysis.parse_neurons(neurons, W.shape[0])
-    console, plain = _console()
     h, w = m.input_shape
-    what = "hidden layer" if layer < m.network.n_layers else "output layer"
-    first = "" if layer < m.network.n_layers else " (the outputs)"
-    console.print(f"[bold]{Path(m.path).name}[/], layer {layer}: weights into neurons {_ranges(idx)} of {what} "
-                  f"{layer}{first}, {W.shape[0]} in all")
-    key = "' ' most negative, '=' zero, '@' most positive" if plain else "[blue]blue negative[/], black zero, [red]red positive[/]"
-    if layer == 1 and W.shape[1] == h * w:
+    what = "hidden layer" if layer < n_layers else "output layer"
+    first = "" if layer < n_layers else " (the outputs)"
+    at = analysis.weight_layer_index(m.network, layer)
+    console.print(f"[bold]{_safe(Path(m.path).name)}[/], layer {layer} ({m.network.layers[at].describe()}): weights into "
+                  f"neurons {_ranges(idx)} of {what} {layer}{first}, {W.shape[0]} in all")
+    source, shape = analysis.feeds(m.network, at)
+    if source == "input" and W.shape[1] == h * w:
         maps = W[idx].reshape(-1, h, w)                            # (k, H, W): neuron i's incoming weights as an image
         scales = [robust_scale(mp) for mp in maps]
-        console.print(f"Each picture: the {h * w} weights from the pixels into one neuron; {key}; "
+        console.print(f"Each picture: the {h * w} weights from the pixels into one neuron; {_key(plain)}; "
                       "full intensity at the neuron's 99th-percentile |w| (the ± by each number).")
         shown = shrink2(maps) if small else maps
         labels = [f"#{i} ±{s:.2g}" for i, s in zip(idx, scales)]
-        console.print(heatmap_grid(shown, labels, plain, console.width, [s for s in scales]))
-        picture = image_grid(diverging_rgb(maps / np.array(scales)[:, None, None]),
-                             cols=int(np.ceil(np.sqrt(len(maps)))), zoom=4, gap=2)
-    else:
-        rows = W[idx]                                              # (k, n_in)
-        shown, k = pool_max_abs(rows, console.width - 2)
-        scale = robust_scale(rows)
-        console.print(f"Rows: neurons {_ranges(idx)} ({'one' if plain else 'two'} per text line); columns: the {W.shape[1]} "
-                      f"inputs from layer {layer - 1}" + (f", each cell the strongest of {k}" if k > 1 else "")
-                      + f"; {key}; full intensity at |w| = {scale:.2g}.")
-        # plain text draws one character per two rows: doubling the rows gives each neuron its own line
-        console.print(heatmap(np.repeat(shown, 2, axis=0) if plain else shown, plain, scale))
-        zoom = int(max(2, min(16, 960 // max(rows.shape[1], 1))))
-        picture = image_grid(diverging_rgb(rows / scale)[None], cols=1, zoom=zoom, gap=0)
-    if png is not None:
-        analysis.save_png(picture, png)
-        console.print(f"Wrote {png} ({picture.shape[1]}×{picture.shape[0]} pixels)")
+        console.print(heatmap_grid(shown, labels, plain, console.width, scales))
+        return image_grid(diverging_rgb(maps / np.array(scales)[:, None, None]),
+                          cols=int(np.ceil(np.sqrt(len(maps)))), zoom=4, gap=2)
+    rows = W[idx]                                                  # (k, n_in)
+    shown, k = pool_max_abs(rows, console.width - 2)
+    scale = robust_scale(rows)
+    inputs = (f"the {W.shape[1]} inputs: {source}'s {shape[0]} maps of {shape_text(shape[1:])}, flattened"
+              if len(shape) == 3 and source != "input" else f"the {W.shape[1]} inputs from layer {layer - 1}")
+    console.print(f"Rows: neurons {_ranges(idx)} ({'one' if plain else 'two'} per text line); columns: {inputs}"
+                  + (f", each cell the strongest of {k}" if k > 1 else "")
+                  + f"; {_key(plain)}; full intensity at |w| = {scale:.2g}.")
+    # plain text draws one character per two rows: doubling the rows gives each neuron its own line
+    console.print(heatmap(np.repeat(shown, 2, axis=0) if plain else shown, plain, scale))
+    zoom = int(max(2, min(16, 960 // max(rows.shape[1], 1))))
+    return image_grid(diverging_rgb(rows / scale)[None], cols=1, zoom=zoom, gap=0)
+
+
+def _conv_weights(m, W, layer, n_layers, neurons, channels, small, console, plain):
+    """Print a conv layer's filters (F, C, k, k); return the picture for --png."""
+    import numpy as np
+
+    from digitnet import analysis
+    from digitnet.errors import UsageError
+    from digitnet.render import diverging_rgb, enlarge, filter_rows, heatmap_grid, image_grid, robust_scale, shape_text
+
+    F, C, k, _ = W.shape
+    idx = analysis.parse_neurons(neurons, F, what="filters")
+    zoom = 2 if k <= 16 else 1                                     # 2: one character pair per weight, also in plain text
+    at = analysis.weight_layer_index(m.network, layer)
+    source, shape = analysis.feeds(m.network, at)
+    scales = [robust_scale(W[f]) for f in idx]                     # per filter, over all its channels
+    label_w = max(len(f"#{i} ±{s:.2g}") for i, s in zip(idx, scales)) + 2
+    fit = max(1, (console.width - label_w) // (k * zoom + 1))      # channels across the screen
+    chans = analysis.parse_neurons(channels if channels is not None else f"0:{fit}", C, "--channels", "input channels")
+    if C > 1 and len(chans) > fit:
+        raise UsageError(f"--channels {channels}: {len(chans)} channels do not fit {console.width} columns "
+                         f"(at most {fit}); --png draws them all")
+    name = _safe(Path(m.path).name)
+    seen = "the image" if source == "input" else f"{source}'s {C} maps of {shape_text(shape[1:])}"
+    console.print(f"[bold]{name}[/], layer {layer} ({m.network.layers[at].describe()}): filters {_ranges(idx)} of {F}, "
+                  f"each {C}×{k}×{k}, slid over {seen}")
+    if C == 1:
+        maps = W[idx, 0]                                           # (n, k, k)
+        console.print(f"Each picture: one filter's {k}×{k} weights, drawn {zoom}× enlarged; {_key(plain)}; "
+                      "full intensity at the filter's 99th-percentile |w| (the ± by each number).")
+        labels = [f"#{i} ±{s:.2g}" for i, s in zip(idx, scales)]
+        console.print(heatmap_grid(enlarge(maps, zoom), labels, plain, console.width, scales))
+        return image_grid(diverging_rgb(maps / np.array(scales)[:, None, None]),
+                          cols=int(np.ceil(np.sqrt(len(maps)))), zoom=max(4, 112 // k), gap=2)
+    console.print(f"Each row: one filter's {k}×{k} weights on each of its input channels {_ranges(chans)} "
+                  f"(of {C}: the maps of {source}), drawn {zoom}× enlarged" + ("" if len(chans) == C else
+                  "; --channels picks others") + f"; {_key(plain)}; full intensity at the filter's "
+                  "99th-percentile |w| (the ± by each number).")
+    console.print(filter_rows(W[idx][:, chans], [f"#{i} ±{s:.2g}" for i, s in zip(idx, scales)],
+                              [f"c{c}" for c in chans], plain, scales, zoom))
+    drawn = chans if channels is not None else np.arange(C)        # the PNG has room for every channel
+    tiles = (W[idx][:, drawn] / np.array(scales)[:, None, None, None]).reshape(-1, k, k)
+    return image_grid(diverging_rgb(tiles), cols=len(drawn), zoom=max(2, 40 // k), gap=2)
+
+
+def _safe(text) -> str:
+    """User text (file names, class names) made safe to print inside rich markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
 
 
 def _ranges(idx) -> str:
@@ -184,25 +285,32 @@ def activations_command(
     index: Optional[int] = typer.Option(None, "--index", "-i", help="Instead of an image: row N of a data set split."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data set for --index [default: the model's own]."),
     split: str = typer.Option("test", "--split", help="test or train (for --index)."),
+    maps: str = typer.Option("0:16", "--maps", help="Conv layers: which feature maps to draw, as a range (0:16), "
+                                                    "a list (1,5,9) or ':' for all."),
+    no_preprocess: bool = typer.Option(False, "--no-preprocess", help="Feed the image merely resized (as predict's "
+                                                                      "--no-preprocess), not the model's preprocessing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every layer's activations."),
 ):
-    """One forward pass, drawn: the input, each layer's activations, the output scores."""
+    """One forward pass, drawn: the input, each layer's activations, the output scores.
+
+    A dense layer's activations are one cell per neuron; a conv layer's (after its
+    activation) are its feature maps, small grey pictures each on its own scale (maps larger
+    than 16×16 drawn at half size, 2×2 max). Pooling, flatten and dropout sit between the
+    layers drawn and are not drawn themselves."""
     import numpy as np
 
     from digitnet import analysis
     from digitnet.errors import UsageError
-    from digitnet.render import activation_cells, digit, labelled, output_bars, tile
 
     m = _model(model)
     if (image is None) == (index is None):
         raise UsageError("give an image file or --index N (not both)")
     label = None
     if image is not None:
-        from digitnet.preprocess import load_image, to_mnist
+        from digitnet.predict import preprocessor
+        from digitnet.preprocess import load_image
 
-        if tuple(m.input_shape) != (28, 28):
-            raise UsageError(f"image input needs a 28×28 model; this one takes {m.input_shape[0]}×{m.input_shape[1]}: use --index")
-        pixels = to_mnist(load_image(image))                       # (28, 28) float32 in [0, 1]
+        pixels = preprocessor(m, not no_preprocess)(load_image(image))   # (H, W) float32 in [0, 1], as predict feeds it
         source = str(image)
     else:
         images, labels, ds = analysis.load_split(m, data, split)
@@ -210,34 +318,92 @@ def activations_command(
             raise UsageError(f"--index {index}: the {split} split of {ds.name} has rows 0 to {len(images) - 1}")
         pixels, label = images[index].astype(np.float32) / 255, int(labels[index])
         source = f"{ds.name} {split}[{index}]"
-    acts = analysis.layer_activations(m, pixels)
-    out = acts[-1]
-    winner = int(out.argmax())
+    stages = analysis.forward_stages(m, pixels)
+    winner = int(stages[-1].values.argmax())
+    confidence = float(m.scores(pixels.reshape(1, -1))[0, winner])     # the score predict shows
     if as_json:
         dump_json({"model": m.path, "input": source, "label": label, "predicted": winner, "name": m.class_names[winner],
-                   "confidence": float(out[winner]), "sizes": list(m.network.sizes),
-                   "activations": [[round(float(v), 6) for v in a] for a in acts[1:]]})
+                   "confidence": confidence, "sizes": [int(s.values.size) for s in stages],
+                   "layers": [{"name": s.name, "shape": list(s.values.shape)} for s in stages[1:]],
+                   "activations": [[round(float(v), 6) for v in s.values.reshape(-1)] for s in stages[1:]]})
         return
+    # which maps to draw, checked before anything is printed
+    picks = [analysis.parse_neurons(maps, s.values.shape[0], "--maps", "maps") if s.values.ndim == 3 else None
+             for s in stages[1:-1]]
+    _render_activations(m, pixels, label, source, stages, confidence, picks)
+
+
+def _render_activations(m, pixels, label, source, stages, confidence: float, picks) -> None:
+    from rich.text import Text
+
+    from digitnet.render import activation_cells, digit, labelled, output_bars, tile
+
     console, plain = _console()
-    relu = m.network.activation == "relu"
-    blocks = [labelled("input" + (f" (label {m.class_names[label]})" if label is not None else ""), digit(pixels, plain))]
-    for l, a in enumerate(acts[1:-1], start=1):
-        top = float(a.max(initial=0)) if relu else 1.0
-        blocks.append(labelled(f"layer {l}", activation_cells(a, plain, rows=28, vmax=top or 1.0,
-                                                                cell_width=2 if a.size <= 64 else 1), fit=False))
+    out = stages[-1].values
+    winner = int(out.argmax())
+    names = m.class_names
+    head = Text.assemble((Path(m.path).name, "bold"), f" on {source}: {names[winner]} ({confidence:.1%})")
+    if label is not None:
+        head.append("  right" if label == winner else f"  wrong: it is {names[label]}", style="green" if label == winner else "red")
+    console.print(head)
+    blocks = [labelled("input" + (f" (label {names[label]})" if label is not None else ""), digit(pixels, plain))]
+    hidden = list(enumerate(stages[1:-1], start=1))                # (l, stage): layer l of neurons or maps
+    convs = [(l, s, idx) for (l, s), idx in zip(hidden, picks) if idx is not None]
+    if convs:                                                      # feature maps: one section per conv layer, under the input
+        console.print(tile(blocks, console.width))
+        blocks = []
+        for l, s, idx in convs:
+            console.print()
+            _feature_maps(console, plain, l, s, idx)
+        console.print()
+    for l, s in hidden:
+        if s.values.ndim != 1:
+            continue
+        top = float(s.values.max(initial=0)) if s.activation in ("relu", None) else 1.0
+        blocks.append(labelled(f"layer {l}", activation_cells(s.values, plain, rows=28, vmax=top or 1.0,
+                                                              cell_width=2 if s.values.size <= 64 else 1), fit=False))
     # the bars shrink (10 down to 4 characters) so that, where possible, the output fits on the same row
     used = sum(max(line.cell_len for line in b.split("\n")) + 2 for b in blocks)
-    label_w = max(len(n) if len(n) <= 6 else 6 for n in m.class_names)
+    label_w = max(len(n) if len(n) <= 6 else 6 for n in names)
     bar_w = max(4, min(10, console.width - used - label_w - 10))
-    blocks.append(labelled("output", output_bars(out, m.class_names, plain, width=bar_w), fit=False))
-    console.print(f"[bold]{Path(m.path).name}[/] on {source}: "
-                  f"{m.class_names[winner]} ({out[winner]:.1%})" + ("" if label is None else
-                  ("  [green]right[/]" if label == winner else f"  [red]wrong: it is {m.class_names[label]}[/]")))
+    blocks.append(labelled("output", output_bars(out, names, plain, width=bar_w), fit=False))
     console.print(tile(blocks, console.width, gap=2))
-    sizes = ", ".join(f"layer {l}: {len(a)} neurons" for l, a in enumerate(acts[1:-1], start=1))
-    shade = "each layer's brightest neuron is white" if relu else "white = 1, black = 0"
+    dense = [(l, s) for l, s in hidden if s.values.ndim == 1]
+    if not dense:
+        return
+    sizes = ", ".join(f"layer {l}: {s.values.size} neurons" + ("" if m.network.mlp() else f" ({s.name})") for l, s in dense)
     order = "one character per neuron" if plain else "two neurons per character"
-    console.print(f"[dim]{sizes}; read down each column ({order}); {m.network.activation}, {shade}.[/]")
+    acts = {s.activation or "linear" for _, s in dense}
+    shade = ("each layer's brightest neuron is white" if acts <= {"relu", "linear"} else
+             "white = 1, black = 0" if not acts & {"relu", "linear"} else "relu: brightest neuron white; others: white = 1")
+    console.print(Text(f"{sizes}; read down each column ({order}); {', '.join(sorted(acts))}, {shade}.", style="dim"))
+
+
+def _feature_maps(console, plain, l: int, stage, idx) -> None:
+    """One conv layer's feature maps (C, H, W), the maps ``idx``, each on its own scale (the
+    number by each is its largest value): grey from 0, or a diverging heat map when the layer
+    has negative values (tanh, linear)."""
+    import numpy as np
+
+    from rich.text import Text
+
+    from digitnet.render import heatmap_grid, shade_grid, shape_text, shrink2
+
+    v = stage.values[idx]                                          # (n, H, W)
+    c, h, w = stage.values.shape
+    half = h > 16 or w > 16
+    signed = bool((stage.values < 0).any())
+    tops = np.abs(v).max(axis=(1, 2)) if signed else v.max(axis=(1, 2))
+    key = (("' ' most negative, '=' 0, '@' most positive" if plain else "blue negative, black 0, red positive")
+           + ", at the map's largest |value|") if signed else "black 0, white the map's largest value"
+    console.print(Text.assemble((f"layer {l}", "bold"), f"  {stage.name}: maps {_ranges(idx)} of {c}, each {shape_text((h, w))}"
+                                + (" (drawn at half size, 2×2 max)" if half else "") + f"; {key} (the number by each)"))
+    shown = (shrink2(np.abs(v), peak=True) * np.sign(shrink2(v)) if signed else shrink2(v, peak=True)) if half else v
+    labels = [f"#{i} {t:.2g}" for i, t in zip(idx, tops)]
+    if signed:
+        console.print(heatmap_grid(shown, labels, plain, console.width, [t or 1.0 for t in tops]))
+    else:
+        console.print(shade_grid(shown, labels, plain, console.width, tops))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +427,7 @@ def noise_command(
         return
     console, plain = _console()
     names = m.class_names
-    console.print(f"[bold]{Path(m.path).name}[/] on {samples:,} images of uniform random pixels (seed {seed}):")
+    console.print(f"[bold]{_safe(Path(m.path).name)}[/] on {samples:,} images of uniform random pixels (seed {seed}):")
     if show:
         labels = [f"→ {names[p]} ({c:.0%})" for p, c in zip(rep.predicted, rep.confidence)]
         console.print(digit_grid(rep.images, labels, plain, console.width))
@@ -303,17 +469,17 @@ def dream_command(
         return
     console, plain = _console()
     name = m.class_names[digit]
-    console.print(f"[bold]{Path(m.path).name}[/]: the input that most excites output {name} "
+    console.print(f"[bold]{_safe(Path(m.path).name)}[/]: the input that most excites output {_safe(name)} "
                   f"({d.steps} steps of gradient ascent, pixels kept in [0, 1]" + (f", l2 {l2:g}" if l2 else "") + ")")
     console.print(tile([labelled(f"its '{name}'", digit_text(d.image, plain)),
                         labelled("output", output_bars(d.outputs, m.class_names, plain, width=10), fit=False)],
                        console.width, gap=3))
-    console.print(f"output {name}: {d.start_probability:.1%} → [bold]{d.probability:.1%}[/]   "
+    console.print(f"output {_safe(name)}: {d.start_probability:.1%} → [bold]{d.probability:.1%}[/]   "
                   f"{sparkline(d.trace, width=min(40, console.width - 40), plain=plain)}")
-    verdict = f"is sure this is a '{name}'" if d.probability >= 0.9 else f"only leans towards '{name}' here"
+    verdict = f"is sure this is a '{_safe(name)}'" if d.probability >= 0.9 else f"only leans towards '{_safe(name)}' here"
     console.print(f"[dim]The network {verdict}. Does it look like one to you?[/]")
     if png is not None:
-        console.print(f"Wrote {png} ({picture.shape[1]}×{picture.shape[0]} pixels)")
+        console.print(f"Wrote {_safe(png)} ({picture.shape[1]}×{picture.shape[0]} pixels)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +506,7 @@ def errors_command(
         return
     console, plain = _console()
     names = m.class_names
-    console.print(f"[bold]{Path(m.path).name}[/] on the {split} split of {ds.name}: {mk.n_wrong:,} of {mk.n:,} wrong "
+    console.print(f"[bold]{_safe(Path(m.path).name)}[/] on the {_safe(split)} split of {_safe(ds.name)}: {mk.n_wrong:,} of {mk.n:,} wrong "
                   f"({mk.n_wrong / max(mk.n, 1):.2%}); the {len(mk.index)} most confident mistakes "
                   "(true → predicted, confidence, row):")
     if len(mk.index):
@@ -352,12 +518,20 @@ def errors_command(
 # ---------------------------------------------------------------------------------------------
 
 HELP = {
-    "summary": ("Architecture, parameters, data set, config, training history chart, accuracies.",
+    "summary": ("Architecture, a table of the layers (output shape, parameters), data set, config, "
+                "training history chart, accuracies.",
                 "digitnet inspect summary models/digitnet.npz\n  digitnet inspect summary --json | jq .parameters"),
-    "weights": ("The weights into each neuron: layer 1 as 28×28 heat maps (blue negative, red positive), deeper layers as a matrix.",
+    "weights": ("The weights of one layer, blue negative, red positive: a dense layer that sees the pixels as "
+                "one 28×28 heat map per neuron; other dense layers as a matrix (a row per neuron); a first "
+                "conv layer as one k×k heat map per filter; a deeper conv layer as one row per filter, its "
+                "k×k weights on each input channel side by side (not averaged: --channels picks which).",
                 "digitnet inspect weights models/mnist-3b1b.npz --neurons 0:8 --png w.png\n"
-                "  digitnet inspect weights models/mnist-3b1b.npz --layer 3"),
-    "activations": ("A forward pass drawn: input digit, each layer's activations, output scores.",
+                "  digitnet inspect weights models/mnist-3b1b.npz --layer 3\n"
+                "  digitnet inspect weights lenet.npz --layer 2 --neurons 0:4 --channels 0:6"),
+    "activations": ("A forward pass drawn: the input (preprocessed as predict does), each layer's activations "
+                    "and the output scores. Dense layers: a cell per neuron. Conv layers: their feature maps "
+                    "after the activation (--maps picks which; maps over 16×16 drawn at half size, 2×2 max); "
+                    "pooling layers are not drawn.",
                     "digitnet inspect activations models/digitnet.npz my-digit.png\n"
                     "  digitnet inspect activations models/digitnet.npz --index 7"),
     "noise": ("Feed random-noise images: what the network claims to see, and how sure it is.",

@@ -83,6 +83,10 @@ class Conv(Layer):
         f, ho, wo = self.out_shape
         return f * ho * wo * self.in_shape[0] * self.kernel ** 2
 
+    def scratch(self):
+        f, ho, wo = self.out_shape                  # output, z and the im2col rows
+        return 2 * f * ho * wo + ho * wo * self.in_shape[0] * self.kernel ** 2
+
     def describe(self):
         s = f"s{self.stride}" if self.stride != 1 else ""
         p = f"p{self.padding}" if self.padding else ""

@@ -148,9 +148,17 @@ class Network:
         """Every layer's output for a batch x, the input first: [a_0 = x, a_1, …]."""
         return self.trace(x)[0]
 
-    def predict_proba(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    def chunk_size(self, budget: int = 64 << 20) -> int:
+        """Images per inference chunk so a forward pass holds about ``budget`` bytes at most
+        (between 1 and 4,096): a conv stack's feature maps and im2col rows are far larger
+        than a dense stack's activations."""
+        per_image = sum(layer.scratch() for layer in self.layers) * self.params.dtype.itemsize
+        return int(max(1, min(4096, budget // max(per_image, 1))))
+
+    def predict_proba(self, x: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """The output activations (m, n_classes) for inputs x (m, n_in), in bounded-memory chunks."""
         x = self._input(x)
+        chunk = chunk or self.chunk_size()
         out = np.empty((len(x), self.n_outputs), self.params.dtype)
         for i in range(0, len(x), chunk):
             a = x[i:i + chunk]
