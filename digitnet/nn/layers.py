@@ -68,6 +68,11 @@ class Layer:
         """Multiply-adds of one sample's forward pass (for GFLOP/s figures)."""
         return 0
 
+    def scratch(self) -> int:
+        """float values one sample's forward pass holds at once (its output and temporaries):
+        what sizes the chunks of inference so memory stays bounded."""
+        return int(np.prod(self.out_shape))
+
     def config(self) -> dict:
         """The settings as a JSON-ready dict, ``type`` first."""
         return {"type": self.type, **{k: getattr(self, k) for k in self.SETTINGS}}
