@@ -45,14 +45,16 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 from digitnet import kernels
-from digitnet.network import Network
+from digitnet.nn.network import Network, dense_layers
 t1 = time.perf_counter()
-net = Network.init((784, 16, 10), "relu", "cross-entropy", seed=0)
+net = Network.init(dense_layers((784, 16, 10), "relu", "softmax"), (1, 28, 28), "cross-entropy", seed=0)
 x = np.zeros((20, 784), np.float32); labels = np.zeros(20, np.int64); order = np.arange(20, dtype=np.int64)
-sizes = np.array(net.sizes, np.int64); bs = 10
+sizes = np.array(net.mlp()[0], np.int64); bs = 10
+dense = [slot for slot in net.slots if slot]
+w_off = np.array([s["W"][0] for s in dense], np.int64); b_off = np.array([s["b"][0] for s in dense], np.int64)
 kernels.train_batches(x, labels, order, net.params, np.zeros_like(net.params), np.zeros_like(net.params), sizes,
-                      net.w_off, net.b_off, 1, 1, bs, 0, 2, np.float32(0.1), np.float32(0.9), np.float32(0.0),
-                      np.zeros(bs * sum(net.sizes), np.float32), np.zeros(2 * bs * 16, np.float32), np.zeros(2))
+                      w_off, b_off, 1, 1, bs, 0, 2, np.float32(0.1), np.float32(0.9), np.float32(0.0),
+                      np.zeros(bs * int(sizes.sum()), np.float32), np.zeros(2 * bs * 16, np.float32), np.zeros(2))
 t2 = time.perf_counter()
 kernels.warp_images(np.zeros((2, 28, 28), np.uint8), np.zeros((2, 2, 3), np.float32), np.zeros(2, np.int8),
                     np.zeros((2, 784), np.float32))

@@ -7,9 +7,10 @@
 * ``torch``: PyTorch CPU, the idiomatic loop (``nn.Linear`` layers, ``optim.SGD``, tensors
   loaded up front), when torch is importable.
 
-Every trainer starts from ``Network.init(sizes, ..., seed=0)``'s weights, applies the same
-update (momentum ``v <- mu v - lr (grad + l2 W)``, no decay on biases) and returns the trained
-network as a ``digitnet.network.Network`` so the caller can check that all three learned.
+Every trainer starts from the weights of ``Network.init(dense_layers(sizes, ...), seed=0)``,
+applies the same update (momentum ``v <- mu v - lr (grad + l2 W)``, no decay on biases) and
+returns the trained network as a ``digitnet.nn.network.Network`` so the caller can check that
+all three learned.
 """
 
 from __future__ import annotations
@@ -47,10 +48,25 @@ WORKLOADS = (
 
 
 def initial_network(w: Workload):
-    """The starting weights every implementation copies: digitnet's seeded init."""
-    from digitnet.network import Network
+    """The starting weights every implementation copies: digitnet's seeded init of the dense
+    stack (flatten, then dense and activation per layer; the cost's output activation)."""
+    from digitnet.nn.functions import COSTS
+    from digitnet.nn.network import Network, dense_layers
 
-    return Network.init(w.sizes, w.activation, w.cost, seed=0)
+    return Network.init(dense_layers(w.sizes, w.activation, COSTS[w.cost].output), (1, 28, 28), w.cost, seed=0)
+
+
+def weights_and_biases(net) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A dense stack's W (n_l, n_{l-1}) and b (n_l,) per layer, as views into ``net.params``."""
+    dense = [views for views in net.views if views]
+    return [v["W"] for v in dense], [v["b"] for v in dense]
+
+
+def kernel_layout(net) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sizes, w_off, b_off) of a dense stack as ``kernels.train_batches`` takes them."""
+    dense = [slot for slot in net.slots if slot]
+    return (np.array(net.mlp()[0], np.int64), np.array([s["W"][0] for s in dense], np.int64),
+            np.array([s["b"][0] for s in dense], np.int64))
 
 
 # ---------------------------------------------------------------------------------- digitnet
@@ -87,21 +103,21 @@ def digitnet_kernel_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order:
     """Seconds for one epoch of ``kernels.train_batches`` called directly, ``per_call`` samples
     per call (None: the whole epoch in one call). Measures what training's chunking costs."""
     from digitnet import kernels
-    from digitnet.network import ACTIVATIONS, COSTS
+    from digitnet.nn.functions import ACTIVATIONS, COSTS
 
     net = initial_network(w)
     n, bs = len(x), w.batch_size
     n_batches = -(-n // bs)
     step = n_batches if per_call is None else max(1, per_call // bs)
-    sizes = np.array(net.sizes, np.int64)
+    sizes, w_off, b_off = kernel_layout(net)
     velocity, grad = np.zeros_like(net.params), np.zeros_like(net.params)
-    acts = np.zeros(bs * sum(net.sizes), np.float32)
-    deltas = np.zeros(2 * bs * max(net.sizes[1:]), np.float32)
+    acts = np.zeros(bs * int(sizes.sum()), np.float32)
+    deltas = np.zeros(2 * bs * int(sizes[1:].max()), np.float32)
     stats = np.zeros(2, np.float64)
     act, cost = ACTIVATIONS[w.activation].code, COSTS[w.cost].code
     t0 = time.perf_counter()
     for first in range(0, n_batches, step):
-        kernels.train_batches(x, labels, order, net.params, velocity, grad, sizes, net.w_off, net.b_off, act, cost,
+        kernels.train_batches(x, labels, order, net.params, velocity, grad, sizes, w_off, b_off, act, cost,
                               bs, first, min(n_batches, first + step), np.float32(w.lr), np.float32(w.momentum),
                               np.float32(w.l2), acts, deltas, stats)
     return time.perf_counter() - t0
@@ -122,7 +138,8 @@ def numpy_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
     """(seconds, samples, network) for one epoch of plain vectorized NumPy backprop, float32
     (cut short after ``time_limit`` seconds: then samples < len(x))."""
     net = initial_network(w)
-    Ws, bs_ = [W.copy() for W in net.weights], [b.copy() for b in net.biases]
+    weights, biases = weights_and_biases(net)
+    Ws, bs_ = [W.copy() for W in weights], [b.copy() for b in biases]
     vW, vb = [np.zeros_like(W) for W in Ws], [np.zeros_like(b) for b in bs_]
     eye = np.eye(10, dtype=np.float32)
     lr, mu, l2 = np.float32(w.lr), np.float32(w.momentum), np.float32(w.l2)
@@ -165,7 +182,7 @@ def numpy_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
                 Ws[l] -= lr * (gW + l2 * Ws[l]) if l2 else lr * gW
                 bs_[l] -= lr * gb
     seconds = time.perf_counter() - t0
-    for dst, src in zip(net.weights + net.biases, Ws + bs_):
+    for dst, src in zip(weights + biases, Ws + bs_):
         dst[...] = src
     return seconds, done, net
 
@@ -189,8 +206,9 @@ def torch_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
 
     torch.set_num_threads(threads)
     net = initial_network(w)
+    net_weights, net_biases = weights_and_biases(net)
     layers = []
-    for W, b in zip(net.weights, net.biases):
+    for W, b in zip(net_weights, net_biases):
         lin = torch.nn.Linear(W.shape[1], W.shape[0])
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(W))
@@ -221,7 +239,7 @@ def torch_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarra
         opt.step()
     seconds = time.perf_counter() - t0
     with torch.no_grad():
-        for dst, src in zip(net.weights + net.biases, weights + biases):
+        for dst, src in zip(net_weights + net_biases, weights + biases):
             dst[...] = src.numpy()
     return seconds, done, net
 
@@ -231,10 +249,11 @@ def torch_inference(net, x: np.ndarray, threads: int) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    Ws = [torch.from_numpy(W.copy()) for W in net.weights]
-    bs = [torch.from_numpy(b.copy()) for b in net.biases]
+    weights, biases = weights_and_biases(net)
+    Ws = [torch.from_numpy(W.copy()) for W in weights]
+    bs = [torch.from_numpy(b.copy()) for b in biases]
     X = torch.from_numpy(x)
-    hidden = torch.relu if net.activation == "relu" else torch.sigmoid
+    hidden = torch.relu if net.mlp()[1] == "relu" else torch.sigmoid
     t0 = time.perf_counter()
     with torch.inference_mode():
         a = X

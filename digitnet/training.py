@@ -29,12 +29,23 @@ from digitnet.nn.network import Network
 from digitnet.nn.optim import OPTIMIZERS
 from digitnet.nn.spec import architecture, describe_layers, parse_layers
 
+
+def _warmup_cosine(epoch: int, epochs: int) -> float:
+    """For transformers (with Adam): a linear ramp over the first 5% of the epochs (at least
+    one; none in a one-epoch run), then half a cosine over the rest."""
+    warm = min(max(1, round(epochs / 20)), epochs - 1)
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / (epochs - warm)))
+
+
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": lambda epoch, epochs: 1.0,
     # ×0.1 at half of the run and again at three quarters
     "step": lambda epoch, epochs: 0.1 ** ((epoch >= epochs // 2) + (epoch >= (3 * epochs) // 4)),
     # half a cosine from 1 down towards 0 (the last epoch still learns a little)
     "cosine": lambda epoch, epochs: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
+    "warmup-cosine": _warmup_cosine,
 }
 
 
@@ -129,6 +140,10 @@ PRESETS: dict[str, TrainConfig] = {
     # Measured on embedded+fonts: 784-256-128 x30 98.35%, 512-256 x60 98.55-98.85%,
     # 512-256 x100 99.15%, 1024-512 x40 98.5% test accuracy.
     "mlp": TrainConfig(),
+    # A vision transformer ("But what is a GPT?" on digits): 7×7 patches as 64-wide tokens and
+    # four pre-norm blocks of 4 heads; AdamW-style decay and a warm-up, as transformers want.
+    "attention": TrainConfig(layers="patch7x64,block4,block4,block4,block4", hidden=(), optimizer="adam",
+                             epochs=60, batch_size=64, lr=1e-3, l2=0.05, schedule="warmup-cosine"),
 }
 PRESETS["default"] = PRESETS["cnn"]
 
@@ -165,7 +180,8 @@ def resume_config(model, **overrides) -> TrainConfig:
         given = _given(overrides)
         if any(k in given for k in ARCHITECTURE_OPTIONS):
             wanted = replace(base, **{k: v for k, v in given.items() if k in ARCHITECTURE_OPTIONS})
-            if describe_layers(wanted.hidden_layers()) != own or wanted.cost != net.cost:
+            rebuilt = architecture(wanted.hidden_layers(), net.input_shape, net.n_outputs, net.output)
+            if describe_layers(rebuilt) != own or wanted.cost != net.cost or wanted.activation != base.activation:
                 raise UsageError(f"--resume keeps the model's network ({own}, {net.cost}); "
                                  "drop --layers/--hidden/--activation/--cost or train a new model")
         return replace(base, **{k: v for k, v in given.items() if k not in ARCHITECTURE_OPTIONS}).validate()

@@ -127,7 +127,7 @@ def build_world(d: Path) -> None:
     """Every bad file of the matrix, in ``d``; plus a good model and a tiny good data set."""
     from digitnet.datasets import DIGIT_NAMES
     from digitnet.modelfile import Model, save_model
-    from digitnet.network import Network
+    from digitnet.nn.network import Network, dense_layers
 
     rng = np.random.default_rng(0)
     w = lambda name, data: (d / name).write_bytes(data)  # noqa: E731
@@ -136,8 +136,8 @@ def build_world(d: Path) -> None:
     np.savez(d / "tiny.npz", train_images=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
              train_labels=rng.integers(0, 10, 40), test_images=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
              test_labels=rng.integers(0, 10, 10))
-    model = Model(Network.init((784, 8, 10), "relu", "cross-entropy", seed=0), DIGIT_NAMES,
-                  dataset={"name": "tiny", "spec": str(d / "tiny.npz")})
+    net = Network.init(dense_layers((784, 8, 10), "relu", "softmax"), (1, 28, 28), "cross-entropy", seed=0)
+    model = Model(net, DIGIT_NAMES, dataset={"name": "tiny", "spec": str(d / "tiny.npz")})
     save_model(model, d / "good.npz")
     save_model(model, d / "keep.npz")            # an --out the failing trainings must not touch
     good = d / "good.npz"
@@ -157,18 +157,39 @@ def build_world(d: Path) -> None:
     (d / "m-dir.npz").mkdir()
     np.savez(d / "m-pickle.npz", W1=np.array([_CreatesFile(d / "PWNED-model")], dtype=object), meta=np.array("{}"))
     np.savez(d / "m-foreign.npz", x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.zeros(2, np.uint8))
-    rewrite_model(good, d / "m-activation.npz", meta={"activation": "swish"})
+    # version 2 (what digitnet writes): layers 1 flatten, 2 dense8, 3 relu, 4 dense10, 5 softmax
+    layers = json.loads(str(model_arrays(good)["meta"]))["layers"]
+
+    def with_layer(i, **settings):
+        return {"layers": [dict(l, **settings) if j == i else l for j, l in enumerate(layers)]}
+
+    rewrite_model(good, d / "m-activation.npz", meta=with_layer(2, function="swish"))
+    rewrite_model(good, d / "m-type.npz", meta=with_layer(0, type="lstm"))
+    rewrite_model(good, d / "m-setting.npz", meta=with_layer(1, dilation=2))
+    rewrite_model(good, d / "m-settingtype.npz", meta=with_layer(1, units="8"))
+    rewrite_model(good, d / "m-huge.npz", meta={"layers": [layers[0], {"type": "dense", "units": 65536},
+                                                           {"type": "dense", "units": 65536}, *layers[3:]]})
     rewrite_model(good, d / "m-version.npz", meta={"format_version": 99})
-    rewrite_model(good, d / "m-sizes.npz", meta={"sizes": [784, 9, 10]})
-    rewrite_model(good, d / "m-layers.npz", meta={"sizes": [784, 8, 10, 3]})
+    rewrite_model(good, d / "m-sizes.npz", meta=with_layer(1, units=9))
+    rewrite_model(good, d / "m-layers.npz", meta={"layers": layers[:3] + [{"type": "dense", "units": 3}] + layers[3:]})
     rewrite_model(good, d / "m-classes.npz", meta={"class_names": ["a", "b"]})
     rewrite_model(good, d / "m-inshape.npz", meta={"input_shape": [20, 20]})
     rewrite_model(good, d / "m-history.npz", meta={"history": "lots"})
     rewrite_model(good, d / "m-dataset.npz", meta={"dataset": [1, 2]})
-    rewrite_model(good, d / "m-nan.npz", arrays={"W1": np.full((8, 784), np.nan, np.float32)})
-    rewrite_model(good, d / "m-inf.npz", arrays={"b2": np.full(10, np.inf, np.float32)})
-    rewrite_model(good, d / "m-f64.npz", arrays={"W2": np.zeros((10, 8))})
+    rewrite_model(good, d / "m-nan.npz", arrays={"layer2.W": np.full((8, 784), np.nan, np.float32)})
+    rewrite_model(good, d / "m-inf.npz", arrays={"layer4.b": np.full(10, np.inf, np.float32)})
+    rewrite_model(good, d / "m-f64.npz", arrays={"layer4.W": np.zeros((10, 8))})
     rewrite_model(good, d / "m-json.npz", arrays={"meta": np.array("{not json")})
+    data = model_arrays(good)
+    data.pop("layer4.b")
+    np.savez(d / "m-missing.npz", **data)
+    # version 1 (digitnet 0.1): a real file, then changed
+    v1 = Path(__file__).resolve().parent / "data" / "model-v1-3b1b.npz"
+    w("m1-good.npz", v1.read_bytes())
+    rewrite_model(v1, d / "m1-activation.npz", meta={"activation": "swish"})
+    rewrite_model(v1, d / "m1-sizes.npz", meta={"sizes": [784, 9, 16, 10]})
+    rewrite_model(v1, d / "m1-layers.npz", meta={"sizes": [784, 16, 16, 10, 3]})
+    rewrite_model(v1, d / "m1-nan.npz", arrays={"W1": np.full((16, 784), np.nan, np.float32)})
     npz_with_lying_header(d / "m-liar.npz", json.loads(str(model_arrays(good)["meta"])))
 
     # IDX data set folders
@@ -305,19 +326,36 @@ ROWS = [
     R("model object array (resume)", "train --resume {d}/m-pickle.npz --out {d}/keep.npz --force", 1, "never unpickles",
       "{d}/m-pickle.npz"),
     R("model foreign .npz", "evaluate {d}/m-foreign.npz", 1, "not a digitnet model"),
-    R("model unknown activation", "evaluate {d}/m-activation.npz", 1, ("unknown activation 'swish'", "sigmoid, relu, tanh")),
+    R("model unknown activation", "evaluate {d}/m-activation.npz", 1, ("function must be", "sigmoid, relu, tanh",
+                                                                       "'swish'")),
+    R("model unknown layer type", "evaluate {d}/m-type.npz", 1, "unknown layer type 'lstm'"),
+    R("model unknown layer type (predict)", "predict -m {d}/m-type.npz {d}/a-good.npy", 1, "unknown layer type 'lstm'",
+      "{d}/m-type.npz"),
+    R("model unknown setting", "evaluate {d}/m-setting.npz", 1, "dense layer: unknown setting 'dilation'"),
+    R("model setting of the wrong type", "inspect summary {d}/m-settingtype.npz", 1, "units must be int"),
+    R("model too many parameters", "evaluate {d}/m-huge.npz", 1, "parameters is more than digitnet handles"),
+    R("model too many parameters (resume)", "train --resume {d}/m-huge.npz --out {d}/keep.npz --force", 1,
+      "parameters is more than digitnet handles", "{d}/m-huge.npz"),
     R("model format version", "evaluate {d}/m-version.npz", 1, "format version 99 is not supported"),
-    R("model sizes vs W shape", "evaluate {d}/m-sizes.npz", 1, "W1 has shape (8, 784)"),
-    R("model sizes vs layer count", "evaluate {d}/m-layers.npz", 1, "do not match 3 layers"),
+    R("model layers vs W shape", "evaluate {d}/m-sizes.npz", 1, "layer2.W has shape (8, 784) but the layers need (9, 784)"),
+    R("model layers vs arrays", "evaluate {d}/m-layers.npz", 1, "do not match the layers"),
+    R("model missing array", "predict -m {d}/m-missing.npz {d}/a-good.npy", 1, "do not match the layers",
+      "{d}/m-missing.npz"),
     R("model class names vs outputs", "predict -m {d}/m-classes.npz {d}/a-good.npy", 1, "class names",
       "{d}/m-classes.npz"),
-    R("model input shape vs inputs", "inspect summary {d}/m-inshape.npz", 1, "input shape [20, 20]"),
+    R("model input shape vs inputs", "inspect summary {d}/m-inshape.npz", 1, "need (8, 400)"),
     R("model history wrong type", "inspect summary {d}/m-history.npz", 1, "history must be a list"),
     R("model dataset wrong type", "evaluate {d}/m-dataset.npz", 1, "dataset must be a JSON object"),
-    R("model NaN weights", "evaluate {d}/m-nan.npz", 1, "W1 holds NaN or infinite values"),
-    R("model inf biases", "inspect summary {d}/m-inf.npz", 1, "b2 holds NaN or infinite values"),
-    R("model float64 weights", "evaluate {d}/m-f64.npz", 1, "W2 is float64, expected float32"),
+    R("model NaN weights", "evaluate {d}/m-nan.npz", 1, "layer2.W holds NaN or infinite values"),
+    R("model inf biases", "inspect summary {d}/m-inf.npz", 1, "layer4.b holds NaN or infinite values"),
+    R("model float64 weights", "evaluate {d}/m-f64.npz", 1, "layer4.W is float64, expected float32"),
     R("model metadata not JSON", "evaluate {d}/m-json.npz", 1, "not valid JSON"),
+    R("v1 model unknown activation", "evaluate {d}/m1-activation.npz", 1, ("unknown activation 'swish'",
+                                                                          "sigmoid, relu, tanh")),
+    R("v1 model sizes vs W shape", "evaluate {d}/m1-sizes.npz", 1, "W1 has shape (16, 784)"),
+    R("v1 model sizes vs layer count", "evaluate {d}/m1-layers.npz", 1, "do not match 4 layers"),
+    R("v1 model NaN weights", "predict -m {d}/m1-nan.npz {d}/a-good.npy", 1, "W1 holds NaN or infinite values",
+      "{d}/m1-nan.npz"),
     R("model header claims 160 GB", "evaluate {d}/m-liar.npz", 1, "W1 claims shape 200000×200000"),
 
     # IDX data set folders, through data show (and train --data, evaluate --data)
@@ -420,7 +458,16 @@ ROWS = [
     R("--hidden 99999999999", f"{TRAIN} --hidden 99999999999", 2, "at most 65,536", "--hidden"),
     R("--activation swish", f"{TRAIN} --activation swish", 2, ("'swish'", "sigmoid, relu, tanh"), "--activation"),
     R("--cost hinge", f"{TRAIN} --cost hinge", 2, ("'hinge'", "quadratic, cross-entropy"), "--cost"),
-    R("--preset huge", f"{TRAIN} --preset huge", 2, ("'huge'", "3b1b, nielsen, default"), "--preset"),
+    R("--preset huge", f"{TRAIN} --preset huge", 2, ("'huge'", "choose one of: 3b1b, nielsen, lenet, cnn, mlp", "default"), "--preset"),
+    R("--layers unknown token", f"{TRAIN} --layers conv8x5,lstm8", 2, "'lstm8' is not a layer", "--layers"),
+    R("--layers conv after dense", f"{TRAIN} --layers dense16,conv8x3", 2, ("'conv8x3'", "after a dense layer"),
+      "--layers"),
+    R("--layers bad activation", f"{TRAIN} --layers dense16:swish", 2, ("'dense16:swish'", "unknown activation"),
+      "--layers"),
+    R("--layers kernel too large", f"{TRAIN} --layers conv8x40", 2, "a 40×40 kernel does not fit 28×28 maps",
+      "--layers"),
+    R("--layers empty token", f"{TRAIN} --layers dense16,,dense8", 2, "empty token", "--layers"),
+    R("--optimizer rmsprop", f"{TRAIN} --optimizer rmsprop", 2, ("'rmsprop'", "sgd, adam"), "--optimizer"),
     R("--schedule x", f"{TRAIN} --schedule x", 2, ("'x'", "constant, step, cosine"), "--schedule"),
     R("--momentum 1", f"{TRAIN} --momentum 1", 2, "in [0, 1)", "--momentum"),
     R("--val-split 1", f"{TRAIN} --val-split 1", 2, "in [0, 1)", "--val-split"),
@@ -429,8 +476,12 @@ ROWS = [
     R("--out under a file", "train --data {d}/tiny.npz --out {d}/keep.npz/sub/m.npz", 2,
       "is a file, not a directory", "{d}/keep.npz"),
     R("--out exists, no --force", "train --data {d}/tiny.npz --out {d}/keep.npz", 2, "pass --force", "{d}/keep.npz"),
-    R("--resume with --hidden", "train --resume {d}/good.npz --hidden 8 --out {d}/keep.npz --force", 2,
-      "--resume keeps the model's layers", "--hidden"),
+    R("--resume with --hidden", "train --resume {d}/good.npz --hidden 16 --out {d}/keep.npz --force", 2,
+      "--resume keeps the model's network (dense8:relu, cross-entropy)", "--hidden"),
+    R("--resume with --layers", "train --resume {d}/good.npz --layers conv4x5,dense8 --out {d}/keep.npz --force", 2,
+      "--resume keeps the model's network", "--layers"),
+    R("--resume with --cost", "train --resume {d}/m1-good.npz --cost cross-entropy --out {d}/keep.npz --force", 2,
+      "--resume keeps the model's network (dense16:sigmoid,dense16:sigmoid, quadratic)", "--cost"),
     R("predict --format xml", f"predict {M} --format xml {{d}}/a-good.npy", 2, ("'xml'", "table, csv, tsv, jsonl"),
       "--format"),
     R("predict --top-k 0", f"predict {M} --top-k 0 {{d}}/a-good.npy", 2, "between 1 and 10", "--top-k"),
@@ -523,8 +574,9 @@ def test_the_good_files_of_the_world_work(matrix):
     world, _, _, _ = matrix
     r = _run(["evaluate", str(world / "good.npz"), "--json"], world.parent)
     assert r.returncode == 0 and json.loads(r.stdout)["n"] == 10, r.stderr
-    r = _run(["predict", "-m", str(world / "good.npz"), str(world / "a-good.npy"), "--format", "csv"], world.parent)
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 4, r.stderr
+    for model in ("good.npz", "m1-good.npz"):
+        r = _run(["predict", "-m", str(world / model), str(world / "a-good.npy"), "--format", "csv"], world.parent)
+        assert r.returncode == 0 and len(r.stdout.splitlines()) == 4, r.stderr
     for spec in ("tiny.npz", "i-good"):
         r = _run(["data", "show", str(world / spec), "-n", "1"], world.parent)
         assert r.returncode == 0, r.stderr

@@ -46,7 +46,8 @@ def test_train_json_and_evaluate_json(tmp_path):
     assert {"accuracy", "epochs", "seconds", "samples_per_second", "out"} <= set(summary)
     assert summary["epochs"] == 2 and summary["out"] == str(out) and 0.5 < summary["accuracy"] <= 1
     model = load_model(out)
-    assert model.network.sizes == (784, 16, 10) and model.config["augment"] is False
+    assert model.network.mlp() == ((784, 16, 10), "relu", "softmax") and model.config["augment"] is False
+    assert model.config["layers"] == "" and model.config["hidden"] == [16]
     r = runner.invoke(app, ["evaluate", str(out), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
@@ -75,6 +76,10 @@ def test_evaluate_renders_plain_tables(tiny_model):
     (["train", "--hidden", "16,x"], 2, "--hidden"),
     (["train", "--activation", "gelu"], 2, "sigmoid, relu, tanh"),
     (["train", "--preset", "big"], 2, "3b1b"),
+    (["train", "--layers", "conv8x5,dense16,pool2"], 2, "'pool2'"),
+    (["train", "--layers", "conv8x40"], 2, "a 40×40 kernel does not fit 28×28 maps"),
+    (["train", "--layers", "dense16:swish"], 2, "'dense16:swish'"),
+    (["train", "--optimizer", "rmsprop"], 2, "sgd, adam"),
     (["train", "--data", "/nonexistent"], 1, "no such data set"),
     (["evaluate", "/nonexistent.npz"], 1, "no such file"),
     (["evaluate", "--split", "val"], 2, "--split"),
@@ -156,3 +161,44 @@ def test_train_json_describes_the_saved_epoch(tmp_path, embedded):
                             "--out", str(tmp_path / "n.npz"), "--json"])
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["val_accuracy"] is None and s["accuracy"] == s["test_accuracy"] > 0.5
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory, embedded):
+    """500 training and 200 test digits as an .npz data set: a conv net trains on it in a second."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("cli-data") / "digits.npz"
+    np.savez(path, train_images=embedded.train_images[:500], train_labels=embedded.train_labels[:500],
+             test_images=embedded.test_images[:200], test_labels=embedded.test_labels[:200])
+    return path
+
+
+def test_train_layers_and_adam_then_resume(tmp_path, digits_npz):
+    """--layers and --optimizer reach the saved model; --resume continues it (history grows,
+    the data set comes from the model) and refuses another network in one line."""
+    out = tmp_path / "conv.npz"
+    r = runner.invoke(app, ["train", "--data", str(digits_npz), "--layers", "conv4x5,pool2,dense16,dropout0.25",
+                            "--optimizer", "adam", "--lr", "0.003", "--epochs", "2", "--no-augment",
+                            "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    model = load_model(out)
+    assert [l.config() for l in model.network.layers] == [
+        {"type": "conv", "filters": 4, "kernel": 5, "stride": 1, "padding": 0},
+        {"type": "activation", "function": "relu"}, {"type": "maxpool", "size": 2, "stride": 2},
+        {"type": "flatten"}, {"type": "dense", "units": 16}, {"type": "activation", "function": "relu"},
+        {"type": "dropout", "rate": 0.25}, {"type": "dense", "units": 10}, {"type": "activation", "function": "softmax"}]
+    assert model.config["optimizer"] == "adam" and model.config["layers"] == "conv4x5,pool2,dense16,dropout0.25"
+    assert json.loads(r.stdout.strip().splitlines()[-1])["test_accuracy"] > 0.3       # chance is 0.1
+    r = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "1", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    again = load_model(out)
+    assert [h["epoch"] for h in again.history] == [1, 2, 3] and again.dataset["spec"] == str(digits_npz)
+    assert again.config["layers"] == "conv4x5:relu,pool2,dense16:relu,dropout0.25"
+    before = out.read_bytes()
+    r = runner.invoke(app, ["train", "--resume", str(out), "--layers", "conv8x5,pool2,dense16", "--out", str(out)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--resume keeps the model's network (conv4x5:relu,pool2,dense16:relu,dropout0.25" \
+        in lines[0], r.stderr
+    assert out.read_bytes() == before

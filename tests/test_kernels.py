@@ -1,5 +1,6 @@
-"""The compiled kernels agree with the NumPy backprop in network.py, and with themselves
-run as plain Python (NUMBA_DISABLE_JIT=1)."""
+"""The fused dense kernel agrees with the NumPy layers (``Network.cost_and_gradient`` and
+``SGD.step``), with itself run as plain Python (NUMBA_DISABLE_JIT=1), and with itself on the
+fallback matrix product (DIGITNET_NO_CBLAS=1); the augmentation kernels."""
 
 from __future__ import annotations
 
@@ -12,88 +13,142 @@ import pytest
 
 from digitnet import kernels
 from digitnet.augment import AugmentRange, augment, draw_transforms
-from digitnet.network import ACTIVATIONS, COSTS, Network
+from digitnet.nn.functions import ACTIVATIONS, COSTS, HIDDEN_ACTIVATIONS
+from digitnet.nn.network import Network, dense_layers
+from digitnet.nn.optim import SGD
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def dense_net(sizes, activation, cost, seed):
+    """A plain dense stack (the shape the kernel trains) for (1, 1, sizes[0]) inputs."""
+    return Network.init(dense_layers(sizes, activation, COSTS[cost].output), (1, 1, sizes[0]), cost, seed=seed)
 
 
 def run_kernel(net, x, labels, order, batch, lr, momentum=0.0, l2=0.0, velocity=None):
-    """Run every mini-batch of ``order`` through kernels.train_batches; returns stats."""
+    """Every mini-batch of ``order`` through kernels.train_batches, with the layout worked
+    out here from the network's slots; returns stats (summed cost, number right)."""
+    sizes, hidden, _ = net.mlp()
+    dense = [slot for slot in net.slots if slot]
+    w_off = np.array([slot["W"][0] for slot in dense], np.int64)
+    b_off = np.array([slot["b"][0] for slot in dense], np.int64)
     velocity = np.zeros_like(net.params) if velocity is None else velocity
-    grad = np.zeros_like(net.params)
-    acts = np.zeros(batch * sum(net.sizes), np.float32)
-    deltas = np.zeros(2 * batch * max(net.sizes[1:]), np.float32)
+    acts = np.zeros(batch * sum(sizes), np.float32)
+    deltas = np.zeros(2 * batch * max(sizes[1:]), np.float32)
     stats = np.zeros(2)
     n_batches = -(-len(order) // batch)
-    kernels.train_batches(x, labels, order, net.params, velocity, grad, np.array(net.sizes, np.int64), net.w_off,
-                          net.b_off, ACTIVATIONS[net.activation].code, COSTS[net.cost].code, batch, 0, n_batches,
+    kernels.train_batches(x, labels, order, net.params, velocity, np.zeros_like(net.params), np.array(sizes, np.int64),
+                          w_off, b_off, ACTIVATIONS[hidden].code, COSTS[net.cost].code, batch, 0, n_batches,
                           np.float32(lr), np.float32(momentum), np.float32(l2), acts, deltas, stats)
     return stats
 
 
 def numpy_sgd(net, x, labels, order, batch, lr, momentum=0.0, l2=0.0):
-    """The same SGD written with network.py's NumPy backprop (float64 for reference)."""
+    """The same epoch through the NumPy layers in float64: the chain rule of
+    Network.cost_and_gradient, then SGD.step (decay on weights only)."""
     ref = net.astype(np.float64)
-    v = np.zeros_like(ref.params)
-    decay = np.zeros_like(ref.params)
-    for o, W in zip(ref.w_off, ref.weights):
-        decay[o:o + W.size] = 1.0
+    opt = SGD(ref.n_params, momentum, l2, ref.decay_mask().astype(np.float64), dtype=np.float64)
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
-        _, g = ref.flat_gradient(x[idx].astype(np.float64), labels[idx])
-        v = momentum * v - lr * (g + l2 * decay * ref.params)
-        ref.params += v
+        _, g, _ = ref.cost_and_gradient(x[idx].astype(np.float64), labels[idx])
+        opt.step(ref.params, g, lr)
     return ref
 
 
-@pytest.mark.parametrize("cost", list(COSTS))
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_kernel_epoch_matches_numpy_backprop(activation, cost):
+def kernel_case(activation="relu", cost="cross-entropy"):
+    """A small fixed problem: (net, x, labels, order, batch, lr, momentum, l2); the last
+    batch is short (53 rows, batch 8)."""
     rng = np.random.default_rng(7)
     x = rng.random((53, 12)).astype(np.float32)
     labels = rng.integers(0, 4, 53).astype(np.int64)
     order = rng.permutation(53).astype(np.int64)
-    net = Network.init((12, 9, 7, 4), activation, cost, seed=11)
-    ref = numpy_sgd(net, x, labels, order, batch=8, lr=0.5, momentum=0.9, l2=1e-3)
-    stats = run_kernel(net, x, labels, order, batch=8, lr=0.5, momentum=0.9, l2=1e-3)   # last batch has 5 rows
+    return dense_net((12, 9, 7, 4), activation, cost, seed=11), x, labels, order, 8, 0.5, 0.9, 1e-3
+
+
+@pytest.mark.parametrize("cost", list(COSTS))
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_kernel_epoch_matches_numpy_layers(activation, cost):
+    net, x, labels, order, batch, lr, momentum, l2 = kernel_case(activation, cost)
+    start = net.params.copy()
+    ref = numpy_sgd(net, x, labels, order, batch, lr, momentum, l2)
+    stats = run_kernel(net, x, labels, order, batch, lr, momentum, l2)
+    assert not np.allclose(net.params, start, atol=1e-3)             # it trained
     np.testing.assert_allclose(net.params, ref.params, rtol=2e-4, atol=2e-5)
     assert 0 <= stats[1] <= 53 and stats[0] > 0
 
 
-def test_kernel_cost_and_accuracy_stats_match_numpy():
+@pytest.mark.parametrize("momentum, l2", [(0.0, 0.0), (0.0, 1e-2), (0.5, 0.0)])
+def test_kernel_plain_and_decayed_steps_match_numpy_layers(momentum, l2):
+    """The kernel's other update branches: no momentum (decay folded into the product)."""
+    net, x, labels, order, batch, lr, _, _ = kernel_case("sigmoid", "quadratic")
+    ref = numpy_sgd(net, x, labels, order, batch, 2.0, momentum, l2)
+    run_kernel(net, x, labels, order, batch, 2.0, momentum, l2)
+    np.testing.assert_allclose(net.params, ref.params, rtol=2e-4, atol=2e-5)
+
+
+def test_kernel_codes_are_the_registries_codes():
+    assert (ACTIVATIONS["sigmoid"].code, ACTIVATIONS["relu"].code, ACTIVATIONS["tanh"].code) == \
+        (kernels.SIGMOID, kernels.RELU, kernels.TANH)
+    assert (COSTS["quadratic"].code, COSTS["cross-entropy"].code) == (kernels.QUADRATIC, kernels.CROSS_ENTROPY)
+
+
+@pytest.mark.parametrize("cost", list(COSTS))
+def test_kernel_cost_and_accuracy_stats_match_numpy(cost):
     rng = np.random.default_rng(3)
     x = rng.random((20, 6)).astype(np.float32)
     labels = rng.integers(0, 3, 20).astype(np.int64)
-    net = Network.init((6, 5, 3), "sigmoid", "cross-entropy", seed=1)
+    net = dense_net((6, 5, 3), "sigmoid", cost, seed=1)
     before = net.copy()
     stats = run_kernel(net, x, labels, np.arange(20, dtype=np.int64), batch=20, lr=0.1)
-    cost, _, _ = before.cost_and_gradients(x, labels)
-    acc = (before.predict_proba(x).argmax(1) == labels).sum()
-    assert stats[0] / 20 == pytest.approx(cost, rel=1e-5)
-    assert stats[1] == acc
+    c, _, a_L = before.cost_and_gradient(x, labels)
+    assert stats[0] / 20 == pytest.approx(c, rel=1e-5)
+    assert stats[1] == (a_L.argmax(1) == labels).sum()
+
+
+_SUBPROCESS = (
+    "import sys, numpy as np\n"
+    "sys.path.insert(0, %r)\n"
+    "from test_kernels import kernel_case, run_kernel\n"
+    "from digitnet import kernels\n"
+    "from digitnet.augment import augment\n"
+    "net, x, y, order, batch, lr, momentum, l2 = kernel_case('relu', 'cross-entropy')\n"
+    "run_kernel(net, x, y, order, batch, lr, momentum, l2)\n"
+    "img = (np.random.default_rng(0).random((4, 12, 12)) * 255).astype(np.uint8)\n"
+    "aug = augment(img, np.random.default_rng(1))\n"
+    "np.save(sys.argv[1], np.concatenate([net.params, aug.ravel()]))\n"
+    "print(kernels.BLAS_SOURCE)\n"
+) % HERE
+
+
+def _run_case(tmp_path, name, **env):
+    path = tmp_path / f"{name}.npy"
+    r = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(path)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    return np.load(path), r.stdout.strip()
 
 
 def test_jit_and_pure_python_agree(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the kernels as Python: the results must match the compiled ones."""
-    script = (
-        "import numpy as np, sys\n"
-        "sys.path.insert(0, %r)\n"
-        "from test_kernels import run_kernel\n"
-        "from digitnet.network import Network\n"
-        "from digitnet.augment import augment\n"
-        "rng = np.random.default_rng(0)\n"
-        "x = rng.random((30, 10)).astype(np.float32); y = rng.integers(0, 3, 30).astype(np.int64)\n"
-        "net = Network.init((10, 6, 3), 'relu', 'cross-entropy', seed=0)\n"
-        "run_kernel(net, x, y, rng.permutation(30).astype(np.int64), 7, 0.3, 0.5, 1e-3)\n"
-        "img = (rng.random((4, 12, 12)) * 255).astype(np.uint8)\n"
-        "aug = augment(img, np.random.default_rng(1))\n"
-        "np.save(sys.argv[1], np.concatenate([net.params, aug.ravel()]))\n"
-    ) % os.path.dirname(__file__)
-    outs = []
-    for jit in ("0", "1"):
-        path = tmp_path / f"out{jit}.npy"
-        env = dict(os.environ, NUMBA_DISABLE_JIT=jit)
-        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
-        outs.append(np.load(path))
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    jit, _ = _run_case(tmp_path, "jit", NUMBA_DISABLE_JIT="0")
+    python, _ = _run_case(tmp_path, "python", NUMBA_DISABLE_JIT="1")
+    np.testing.assert_allclose(jit, python, rtol=1e-5, atol=1e-6)
+    net, x, labels, order, batch, lr, momentum, l2 = kernel_case()
+    ref = numpy_sgd(net, x, labels, order, batch, lr, momentum, l2)
+    np.testing.assert_allclose(jit[:net.n_params], ref.params, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("jit", ["0", "1"])
+def test_kernel_without_cblas_still_matches(tmp_path, jit):
+    """DIGITNET_NO_CBLAS=1: the kernel multiplies through its fallback (compiled loops, or
+    NumPy in plain Python) and must still train like the NumPy layers."""
+    out, source = _run_case(tmp_path, f"nocblas{jit}", DIGITNET_NO_CBLAS="1", NUMBA_DISABLE_JIT=jit)
+    assert "DIGITNET_NO_CBLAS is set" in source                       # the fallback really ran
+    if jit == "0":
+        assert source.startswith("compiled loops")
+    net, x, labels, order, batch, lr, momentum, l2 = kernel_case()
+    ref = numpy_sgd(net, x, labels, order, batch, lr, momentum, l2)
+    np.testing.assert_allclose(out[:net.n_params], ref.params, rtol=2e-4, atol=2e-5)
 
 
 def test_warp_identity_keeps_image_and_shift_moves_it():

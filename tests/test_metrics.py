@@ -39,3 +39,23 @@ def test_evaluate_agrees_with_a_direct_computation(tiny_model, embedded):
     assert report["n"] == 300 and np.array(report["confusion_matrix"]).sum() == 300
     assert np.trace(np.array(report["confusion_matrix"])) == (predicted == labels).sum()
     assert report["loss"] > 0 and len(report["per_class"]) == 10
+
+
+def test_loss_and_accuracy_by_hand():
+    """A fixed network whose outputs are known: mean cost and share right, worked out here."""
+    from digitnet.metrics import loss_and_accuracy
+    from digitnet.nn.network import Network, dense_layers
+
+    # 2 inputs -> 2 softmax outputs with W = I, b = 0: the outputs are softmax(x)
+    net = Network(dense_layers((2, 2), "relu", "softmax"), (1, 1, 2), "cross-entropy",
+                  np.array([1, 0, 0, 1, 0, 0], np.float32))
+    x = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]], np.float32)
+    labels = np.array([0, 0, 1])
+    p = [1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(1.0)), 1 / (1 + np.exp(3.0))]      # softmax prob. of the label
+    loss, acc = loss_and_accuracy(net, x, labels)
+    assert loss == pytest.approx(-np.mean(np.log(p)), rel=1e-6)
+    assert acc == pytest.approx(1 / 3)
+    quad = Network(dense_layers((2, 2), "relu", "sigmoid"), (1, 1, 2), "quadratic", net.params.copy())
+    a = 1 / (1 + np.exp(-x))                                                       # sigmoid outputs
+    y = np.eye(2)[labels]
+    assert loss_and_accuracy(quad, x, labels)[0] == pytest.approx((0.5 * ((a - y) ** 2).sum(axis=1)).mean(), rel=1e-6)

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from digit_images import write_set
 from digitnet.cli import app
 from digitnet.modelfile import Model, load_model
-from digitnet.network import Network
-from digitnet.predict import predict_inputs, scores
+from digitnet.nn.network import Network, dense_layers
+from digitnet.nn.spec import architecture, parse_layers
+from digitnet.predict import predict_inputs
 
 DIGITNET = Path(sys.executable).with_name("digitnet")
 
@@ -54,9 +55,27 @@ def test_library_rows_in_order_with_top_k(tiny_model, files):
 
 
 def test_sigmoid_outputs_are_normalised():
-    m = Model(Network([784, 10], "sigmoid", "quadratic"), tuple("0123456789"))
-    p = scores(m, np.random.default_rng(0).random((5, 28, 28), dtype=np.float32))
+    net = Network.init(dense_layers((784, 10), "relu", "sigmoid"), (1, 28, 28), "quadratic", seed=0)
+    m = Model(net, tuple("0123456789"))
+    x = np.random.default_rng(0).random((5, 28, 28), dtype=np.float32)
+    p = m.scores(x)
+    assert not np.allclose(m.predict_proba(x).sum(axis=1), 1)          # the raw outputs do not sum to 1
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    assert np.array_equal(p.argmax(axis=1), m.predict_proba(x).argmax(axis=1))
+
+
+def test_a_conv_model_predicts_through_the_library(tmp_path, files):
+    """predict needs only the model file and NumPy: a conv model's rows are its scores."""
+    from digitnet.modelfile import save_model
+
+    layers = architecture(parse_layers("conv4x3p1,pool2,dense8"), (1, 28, 28), 10, "softmax")
+    model = load_model(save_model(Model(Network.init(layers, (1, 28, 28), seed=4), tuple("0123456789")),
+                                  tmp_path / "conv.npz"))
+    rows = list(predict_inputs(model, [files["npy"]], keep_probs=True, top_k=10))
+    x = np.load(files["npy"]).astype(np.float32) / 255
+    expected = model.scores(x)
+    assert [r.label for r in rows] == expected.argmax(axis=1).tolist()
+    np.testing.assert_allclose(np.array([r.probs for r in rows]), expected, rtol=1e-6)
 
 
 def test_csv_and_tsv_parse_with_probs(tiny_model, files):

@@ -10,6 +10,7 @@ dtype, NaN and infinities included. Example counts stay modest so the file runs 
 from __future__ import annotations
 
 import gzip
+import inspect
 import io
 import json
 import struct
@@ -27,7 +28,8 @@ from PIL import Image
 from digitnet.errors import DigitnetError
 from digitnet.idx import IDX_TYPES, iter_idx_chunks, read_idx
 from digitnet.modelfile import Model, load_model, save_model
-from digitnet.network import Network
+from digitnet.nn.layers import LAYERS
+from digitnet.nn.network import Network, dense_layers
 from digitnet.preprocess import load_image, resize_plain, to_mnist
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -80,7 +82,8 @@ def test_idx_reader_raises_only_its_own_errors(tmp_path, blob):
 @pytest.fixture(scope="module")
 def model_bytes(tmp_path_factory):
     path = tmp_path_factory.mktemp("prop") / "good.npz"
-    save_model(Model(Network.init((16, 3, 2), "relu", "cross-entropy", seed=0), ("a", "b"), input_shape=(4, 4)), path)
+    net = Network.init(dense_layers((16, 3, 2), "relu", "softmax"), (1, 4, 4), "cross-entropy", seed=0)
+    save_model(Model(net, ("a", "b"), input_shape=(4, 4)), path)
     return path.read_bytes()
 
 
@@ -109,13 +112,13 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 
                                      st.floats(allow_nan=True), st.text(max_size=8)),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
                            max_leaves=12)
-META_KEYS = ["format", "format_version", "sizes", "activation", "cost", "input_shape", "class_names",
+META_KEYS = ["format", "format_version", "layers", "sizes", "activation", "cost", "input_shape", "class_names",
              "preprocessing", "config", "history", "dataset"]
 
 
 @SETTINGS
 @given(changes=st.dictionaries(st.sampled_from(META_KEYS), json_values, min_size=1, max_size=4),
-       arrays=st.dictionaries(st.sampled_from(["W1", "b1", "W2", "b2", "W3", "x"]),
+       arrays=st.dictionaries(st.sampled_from(["layer2.W", "layer2.b", "layer4.W", "layer4.b", "W1", "x"]),
                               hnp.arrays(st.sampled_from([np.float32, np.float64, np.int8, np.bool_]),
                                          hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)), max_size=3))
 def test_model_loader_on_strangers_metadata_raises_only_model_errors(tmp_path, model_bytes, changes, arrays):
@@ -130,6 +133,81 @@ def test_model_loader_on_strangers_metadata_raises_only_model_errors(tmp_path, m
     np.savez(tmp_path / "m.npz", **content)
     model = only_own_errors(load_model, tmp_path / "m.npz")
     if model is not None:                 # whatever loads must also run
+        out = model.predict_proba(np.zeros((2, *model.input_shape), np.float32))
+        assert out.shape == (2, len(model.class_names)) and np.isfinite(out).all()
+
+
+# a layer config: a known type (mostly) with its required settings and a few others, each
+# drawn small or of the wrong type. (A config that lacks a required setting is
+# test_modelfile.py's missing-setting case.)
+_SETTING_VALUES = st.one_of(st.integers(0, 6), st.sampled_from([0.0, 0.5, 0.99, -1, 2 ** 40, "relu", "softmax",
+                                                                 "swish", None, True, [], {}]))
+_SETTING_NAMES = sorted({name for cls in LAYERS.values() for name in cls.SETTINGS} | {"extra"})
+
+
+@st.composite
+def layer_configs(draw):
+    kind = draw(st.one_of(st.sampled_from(sorted(LAYERS)), st.text(max_size=5)))
+    config = {"type": kind}
+    if kind in LAYERS:
+        params = inspect.signature(LAYERS[kind].__init__).parameters.values()
+        for p in params:
+            if p.name != "self" and p.default is p.empty:
+                config[p.name] = draw(_SETTING_VALUES)
+    for name in draw(st.lists(st.sampled_from(_SETTING_NAMES), max_size=3)):
+        config[name] = draw(_SETTING_VALUES)
+    return config
+
+
+_PLAUSIBLE = st.one_of(
+    st.builds(lambda f, k, s, p: {"type": "conv", "filters": f, "kernel": k, "stride": s, "padding": p},
+              st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1)),
+    st.builds(lambda k, s: {"type": "maxpool", "size": k, "stride": s}, st.integers(1, 2), st.integers(1, 2)),
+    st.builds(lambda f: {"type": "activation", "function": f}, st.sampled_from(["relu", "tanh", "sigmoid"])),
+    st.builds(lambda r: {"type": "dropout", "rate": r}, st.sampled_from([0.0, 0.25, 0.5])),
+    st.builds(lambda n: {"type": "dense", "units": n}, st.integers(1, 4)),
+    st.just({"type": "flatten"}))
+
+
+@st.composite
+def plausible_layer_lists(draw):
+    """Layers that often make a network: a few from a menu, then flatten, dense 2 and an
+    output activation; sometimes one entry swapped for a stranger's."""
+    layers = draw(st.lists(_PLAUSIBLE, max_size=5)) + [{"type": "flatten"}, {"type": "dense", "units": 2},
+                                                        {"type": "activation",
+                                                         "function": draw(st.sampled_from(["softmax", "sigmoid"]))}]
+    if draw(st.booleans()):
+        layers[draw(st.integers(0, len(layers) - 1))] = draw(layer_configs())
+    return layers
+
+
+@SETTINGS
+@given(layers=st.one_of(plausible_layer_lists(), st.lists(layer_configs(), max_size=7), json_values),
+       keep_arrays=st.booleans(), version=st.sampled_from([2, 2, 1]))
+def test_model_loader_on_strangers_layer_lists_raises_only_model_errors(tmp_path, model_bytes, layers, keep_arrays,
+                                                                       version):
+    """Any layer list (types and settings drawn at random), with the arrays of the good file
+    or with arrays made to fit the list: loads, or is refused with a ModelError."""
+    good = tmp_path / "good.npz"
+    good.write_bytes(model_bytes)
+    with np.load(good, allow_pickle=False) as z:
+        content = {k: z[k] for k in z.files}
+    meta = json.loads(str(content["meta"]))
+    meta.update(layers=layers, format_version=version)
+    if not keep_arrays and isinstance(layers, list):
+        # arrays shaped for the list as the loader would read it, when it can be built at all
+        try:
+            from digitnet.nn.layers import layer_from_config
+
+            net = Network([layer_from_config(c) for c in layers], (1, 4, 4))
+            content = {f"layer{i}.{n}": np.zeros(a.shape, np.float32) for i, v in enumerate(net.views, start=1)
+                       for n, a in v.items()}
+        except Exception:
+            pass
+    content["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "m.npz", **content)
+    model = only_own_errors(load_model, tmp_path / "m.npz")
+    if model is not None:
         out = model.predict_proba(np.zeros((2, *model.input_shape), np.float32))
         assert out.shape == (2, len(model.class_names)) and np.isfinite(out).all()
 

@@ -20,6 +20,7 @@ in ``LAYERS``.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,6 +97,11 @@ class Layer:
                 allowed = ", ".join(low) if kind is str else f"{kind.__name__} from {low} to {high}"
                 raise ValueError(f"{cls.type} layer: {name} must be {allowed}, got {v!r}")
             kwargs[name] = v
+        missing = [n for n, q in inspect.signature(cls.__init__).parameters.items()
+                   if n != "self" and q.default is q.empty and n not in kwargs
+                   and q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)]
+        if missing:
+            raise ValueError(f"{cls.type} layer: missing setting {missing[0]!r}")
         return cls(**kwargs)
 
     def describe(self) -> str:
@@ -207,8 +213,10 @@ class Dropout(Layer):
 
 
 from digitnet.nn.conv import Conv, MaxPool  # noqa: E402  (conv.py builds on Layer above)
+from digitnet.nn.attention import ATTENTION_LAYERS  # noqa: E402  (so does attention.py)
 
-LAYERS: dict[str, type[Layer]] = {cls.type: cls for cls in (Dense, Activation, Flatten, Dropout, Conv, MaxPool)}
+LAYERS: dict[str, type[Layer]] = {cls.type: cls for cls in (Dense, Activation, Flatten, Dropout, Conv, MaxPool,
+                                                            *ATTENTION_LAYERS)}
 
 
 def layer_from_config(d) -> Layer:
