@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
+import conv_trainers  # noqa: E402
 import probes  # noqa: E402
 import trainers  # noqa: E402
 from trainers import WORKLOADS, Workload  # noqa: E402
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="thread cap for every implementation")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     ap.add_argument("--no-probes", action="store_true", help="skip cold start, compile time and peak memory")
+    ap.add_argument("--no-conv", action="store_true", help="skip the convolutional workloads (conv_trainers.py)")
+    ap.add_argument("--conv-time-limit", type=float, default=15.0,
+                    help="seconds after which one timed epoch of a conv workload is cut short")
     ap.add_argument("--chunk-check", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the kernel called once per epoch vs once per 4096 samples (as training does)")
     ap.add_argument("--time-limit", type=float, default=4.0,
@@ -277,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         s = row["samples_per_second"]
         print(f"{w.name}: " + ", ".join(f"{k} {fmt_k(v)}/s" for k, v in s.items())
               + f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    if not args.no_conv:
+        result["conv"] = conv_trainers.run(dataset, x, labels, x_test, y_test, args.repeats, args.threads, use_torch,
+                                           args.conv_time_limit, args.only)
     result["environment"] = {
         "python": f"Python {platform.python_version()}", "numpy": np.__version__, "numba": numba.__version__,
         "cpu_count": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
@@ -291,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             result["probes"]["predict_cold"] = probes.predict_cold(model if os.path.exists(model) else None)
         print("probes done", flush=True)
     result["environment"]["loadavg_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    text = table(result)
+    text = table(result) if result["training"] else ""
+    if result.get("conv", {}).get("rows"):
+        text += ("\n\n" if text else "") + conv_trainers.table(result["conv"])
     print()
     print(text)
     if not args.quick:
