@@ -33,14 +33,18 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 # --- the pieces, forward and backward side by side -----------------------------------------
 def linear_forward(x, W, b):
-    """out = x Wᵀ + b over the last axis. x (..., n_in); W (n_out, n_in); b (n_out,)."""
-    return x @ W.T + b                                                  # (..., n_out)
+    """out = x Wᵀ + b over the last axis. x (..., n_in); W (n_out, n_in); b (n_out,). The rows
+    of every sample go through one product (a 3-D ``@`` would make one per sample)."""
+    out = x.reshape(-1, x.shape[-1]) @ W.T                              # (rows, n_out)
+    out += b
+    return out.reshape(*x.shape[:-1], len(b))                           # (..., n_out)
 
 
 def linear_backward(dout, x, W):
     """(∂C/∂x, ∂C/∂W, ∂C/∂b) of ``linear_forward`` given ∂C/∂out (..., n_out)."""
     d2, x2 = dout.reshape(-1, dout.shape[-1]), x.reshape(-1, x.shape[-1])
-    return dout @ W, d2.T @ x2, d2.sum(axis=0)                          # (..., n_in), (n_out, n_in), (n_out,)
+    dx = (d2 @ W).reshape(x.shape)                                      # (..., n_in)
+    return dx, d2.T @ x2, d2.sum(axis=0)                                # (n_out, n_in), (n_out,)
 
 
 def layernorm_forward(x, gamma, beta):
@@ -101,15 +105,29 @@ def attention_backward(dy, cache):
     return np.stack([dq, dk, dv], axis=2).transpose(0, 3, 2, 1, 4).reshape(m, T, 3 * H * d)
 
 
+def _gelu_tanh(h):
+    """t = tanh(√(2/π) (h + 0.044715 h³)), in one array (in place: these arrays are large)."""
+    t = np.asarray(h * h)                   # an array even for a 0-d h
+    t *= 0.044715
+    t += 1.0
+    t *= h
+    t *= GELU_C
+    return np.tanh(t, out=t)
+
+
 def gelu_forward(h):
     """GELU, tanh approximation: 0.5 h (1 + tanh(√(2/π) (h + 0.044715 h³))). Backward needs h."""
-    return 0.5 * h * (1.0 + np.tanh(GELU_C * (h + 0.044715 * h * h * h)))
+    g = _gelu_tanh(h)
+    g += 1.0
+    g *= h
+    g *= 0.5
+    return g
 
 
 def gelu_backward(dout, h):
     """∂C/∂h of ``gelu_forward``: dout ⊙ [0.5 (1 + t) + 0.5 h (1 − t²) √(2/π) (1 + 3·0.044715 h²)],
     t = tanh(√(2/π) (h + 0.044715 h³))."""
-    t = np.tanh(GELU_C * (h + 0.044715 * h * h * h))
+    t = _gelu_tanh(h)
     return dout * (0.5 * (1.0 + t) + 0.5 * h * (1.0 - t * t) * GELU_C * (1.0 + 3 * 0.044715 * h * h))
 
 
@@ -181,6 +199,10 @@ class PatchEmbed(Layer):
     def macs(self):
         return (self.out_shape[0] - 1) * self.dim * self.in_shape[0] * self.patch ** 2
 
+    def scratch(self):
+        T, D = self.out_shape                       # output, the patch rows and their embedding
+        return T * D + (T - 1) * (self.in_shape[0] * self.patch ** 2 + D)
+
     def describe(self):
         return f"patch{self.patch}x{self.dim}"
 
@@ -250,6 +272,10 @@ class Block(Layer):
         T, D = self.in_shape
         F = self.mlp * D
         return T * D * (3 * D + D + 2 * F) + 2 * T * T * D
+
+    def scratch(self):
+        T, D = self.in_shape                        # what forward keeps (see its cache) and out
+        return T * (9 * D + 2 * self.mlp * D) + 2 * self.heads * T * T
 
     def describe(self):
         return f"block{self.heads}x{self.dim}" + (f"m{self.mlp}" if self.mlp != 4 else "")
