@@ -374,18 +374,27 @@ def confident_errors(model, images: np.ndarray, labels: np.ndarray, limit: int =
 # ---------------------------------------------------------------------------------------------
 # Pictures as files
 
-def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an (H, W, 3) uint8 image as a PNG with Pillow, atomically (temp file, os.replace)."""
+def save_png(rgb: np.ndarray, path: str | os.PathLike, force: bool = False, inputs=()) -> Path:
+    """Write an (H, W, 3) uint8 image as a PNG with Pillow, atomically (temp file, then
+    published), by train's rule: an existing file is refused unless ``force`` (checked again
+    when the image is published, so a file that appeared meanwhile is kept too), and a file
+    among ``inputs`` (the model being inspected) is never written over, forced or not.
+    UsageError names ``--png`` and the file; the file replaced keeps its mode."""
     from PIL import Image
+
+    from digitnet.atomic import check_target
 
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"--png {path} is a directory; give a file name such as {path / 'weights.png'}")
     if not path.parent.is_dir():
         raise UsageError(f"--png {path}: the folder {path.parent} does not exist")
+    check_target(path, force, inputs, "--png")
     try:
-        with atomic_write(path) as f:
+        with atomic_write(path, replace=force) as f:
             Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB").save(f, format="PNG")
+    except FileExistsError:
+        raise UsageError(f"{path} appeared while the image was drawn; it is kept (pass --force to replace it)") from None
     except OSError as e:
         raise DigitnetError(f"{path}: could not write the image ({e.strerror})") from None
     return path

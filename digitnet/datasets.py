@@ -17,7 +17,7 @@ import numpy as np
 
 from digitnet.errors import DataError
 from digitnet.idx import read_idx
-from digitnet.npzfile import read_npz
+from digitnet.npzfile import open_npz
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -207,19 +207,24 @@ def _load_idx_dir(directory: Path, name: str, class_names) -> Dataset:
                         arrays["test_labels"], class_names, str(directory))
 
 
+MAX_CLASS_NAME_BYTES = 1 << 20    # the class_names member: MAX_CLASSES names of a few hundred characters
+
+
 def _load_npz(path: Path, name: str, class_names=None) -> Dataset:
-    z = read_npz(path, DataError, "an .npz data set")
-    if "class_names" in z and class_names is None:
-        names = z["class_names"]
-        if names.dtype.kind != "U" or names.ndim != 1:
-            raise DataError(f"{path}: class_names must be a 1-D array of strings")
-        class_names = tuple(str(c) for c in names)
-    for tr_i, tr_l, te_i, te_l in NPZ_KEYS:
-        if tr_i in z and tr_l in z:
-            test = (z[te_i], z[te_l]) if te_i in z and te_l in z else (None, None)
-            return make_dataset(name, z[tr_i], z[tr_l], *test, class_names, str(path))
-    if "images" in z and "labels" in z:
-        return make_dataset(name, z["images"], z["labels"], None, None, class_names, str(path))
+    """A data set from an ``.npz``: only the members it needs are read (image and label
+    arrays in one of the NPZ_KEYS layouts, class_names), never the others."""
+    with open_npz(path, DataError, "an .npz data set") as z:
+        if "class_names" in z and class_names is None:
+            names = z.read("class_names", MAX_CLASS_NAME_BYTES, "class_names")
+            if names.dtype.kind != "U" or names.ndim != 1:
+                raise DataError(f"{path}: class_names must be a 1-D array of strings")
+            class_names = tuple(str(c) for c in names)
+        for tr_i, tr_l, te_i, te_l in NPZ_KEYS:
+            if tr_i in z and tr_l in z:
+                test = (z.read(te_i), z.read(te_l)) if te_i in z and te_l in z else (None, None)
+                return make_dataset(name, z.read(tr_i), z.read(tr_l), *test, class_names, str(path))
+        if "images" in z and "labels" in z:
+            return make_dataset(name, z.read("images"), z.read("labels"), None, None, class_names, str(path))
     raise DataError(f"{path}: no image/label arrays (expected train_images/train_labels[/test_*], x_train/y_train, or images/labels)")
 
 

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.atomic import atomic_write
+from digitnet.atomic import atomic_write, locked
 from digitnet.datasets import MAX_CLASSES, user_data_dir
 from digitnet.errors import DataError, UsageError
 from digitnet.inputs import IMAGE_SUFFIXES   # the image files predict reads
 
 INDEX_NAME = "imported.json"
+LOCK_WAIT = 60.0          # seconds an import waits for another one to update the index
 
 
 @dataclass
@@ -100,9 +101,10 @@ def stratified_split(labels: np.ndarray, test_split: float, seed: int) -> np.nda
     return test
 
 
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as a compressed .npz: a temporary file beside ``path``, then os.replace."""
-    with atomic_write(path) as f:
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray], replace: bool = True) -> None:
+    """Write ``arrays`` as a compressed .npz: a temporary file beside ``path``, then published
+    (``replace=False``: FileExistsError rather than replace a file that appeared meanwhile)."""
+    with atomic_write(path, replace=replace) as f:
         np.savez_compressed(f, **arrays)
 
 
@@ -155,12 +157,18 @@ def import_folder(directory: Path, out: Path | None = None, test_split: float = 
     if len(np.unique(labels)) < 2:
         raise DataError(f"{directory}: fewer than two classes have a readable image")
     test = stratified_split(labels, test_split, seed)
-    write_npz_atomic(out, {
-        "train_images": images[~test], "train_labels": labels[~test],
-        "test_images": images[test], "test_labels": labels[test],
-        "class_names": np.array(class_names, dtype=str),
-        "train_files": names[~test], "test_files": names[test],
-    })
+    try:
+        write_npz_atomic(out, {
+            "train_images": images[~test], "train_labels": labels[~test],
+            "test_images": images[test], "test_labels": labels[test],
+            "class_names": np.array(class_names, dtype=str),
+            "train_files": names[~test], "test_files": names[test],
+        }, replace=force)
+    except FileExistsError:
+        raise DataError(f"{out} was created by someone else while this import ran; it is kept "
+                        "(pass --force to replace it, or choose another --out)") from None
+    except OSError as e:
+        raise DataError(f"{out}: could not write the data set ({e.strerror})") from None
     n = len(class_names)
     result = ImportResult(out, class_names, np.bincount(labels[~test], minlength=n).tolist(),
                           np.bincount(labels[test], minlength=n).tolist(), skipped)
@@ -183,19 +191,21 @@ def read_index() -> list[dict]:
 
 
 def remember(result: ImportResult, source: Path) -> bool:
-    """Record an import in the index (replacing an older entry for the same path), atomically.
-    Returns False, without raising, when the data directory cannot be written."""
+    """Record an import in the index (replacing an older entry for the same path), atomically
+    and under a lock: two imports at once both end up in it (read, change and write the index
+    as one step). Returns False, without raising, when the data directory cannot be written."""
     path = str(result.out.resolve())
-    entries = [e for e in read_index() if e.get("path") != path]
-    entries.append({"path": path, "source": str(Path(source).resolve()), "classes": list(result.class_names),
-                    "train": sum(result.train_counts), "test": sum(result.test_counts),
-                    "imported": time.strftime("%Y-%m-%dT%H:%M:%S")})
     index = _index_path()
     try:
         index.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(index) as f:
-            f.write(json.dumps(entries, indent=1).encode())
-    except OSError:
+        with locked(index.with_name(INDEX_NAME + ".lock"), time.monotonic() + LOCK_WAIT):
+            entries = [e for e in read_index() if e.get("path") != path]
+            entries.append({"path": path, "source": str(Path(source).resolve()), "classes": list(result.class_names),
+                            "train": sum(result.train_counts), "test": sum(result.test_counts),
+                            "imported": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            with atomic_write(index) as f:
+                f.write(json.dumps(entries, indent=1).encode())
+    except OSError:               # TimeoutError included: a lock held for minutes is someone else's problem
         return False
     return True
 

@@ -12,6 +12,7 @@ rows, so ``z = W @ a + b`` is computed for all rows at once as ``Z = A @ W.T + b
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pathlib import Path
 def _writable(folder: Path) -> bool:
     """True when ``folder`` exists or can be made, and a file can be written in it."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = folder / f".probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -28,13 +29,39 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def _private(folder: Path) -> bool:
+    """True when only this user (or root) can change what ``folder`` holds: it is a directory
+    of ours that group and others cannot write, and no folder above it can be written by
+    someone else (unless sticky, as /tmp is: then others cannot rename what is ours). numba
+    unpickles its cache, so a folder others can write is a way to run their code in ours."""
+    uid = os.geteuid()
+    try:
+        real = Path(os.path.realpath(folder))
+        st = os.stat(real)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        return False
+    for parent in real.parents:
+        try:
+            ps = os.stat(parent)
+        except OSError:
+            return False
+        if ps.st_uid not in (uid, 0) or (ps.st_mode & 0o022 and not ps.st_mode & stat.S_ISVTX):
+            return False
+    return True
+
+
 def _cache_dir() -> str:
-    """A writable directory for numba's cache: $NUMBA_CACHE_DIR, else the user cache dir,
-    else a temporary one. A read-only install, or a cache directory that cannot be written,
-    must still train, so this never fails."""
+    """A directory for numba's cache that is writable and private (see ``_private``):
+    $NUMBA_CACHE_DIR, else the user cache dir, else one in the temporary folder (kept per
+    user, so later runs still find their kernels), else a new temporary one. A read-only
+    install, or a cache directory that cannot be written or that others can write, must
+    still train, so this never fails."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for candidate in (os.environ.get("NUMBA_CACHE_DIR"), os.path.join(base, "digitnet", "numba")):
-        if candidate and _writable(Path(candidate)):
+    shared_tmp = os.path.join(tempfile.gettempdir(), f"digitnet-numba-{os.geteuid()}")
+    for candidate in (os.environ.get("NUMBA_CACHE_DIR"), os.path.join(base, "digitnet", "numba"), shared_tmp):
+        if candidate and _writable(Path(candidate)) and _private(Path(candidate)):
             return candidate
     return tempfile.mkdtemp(prefix="digitnet-numba-")
 

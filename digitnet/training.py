@@ -4,8 +4,9 @@ The loop is Python per *chunk* of mini-batches (a few thousand samples), never p
 A plain dense stack trained with SGD runs each chunk as one call of the fused kernel
 ``kernels.train_batches``; any other stack (convolution, dropout, Adam) runs the network's
 own chain rule per mini-batch, with compiled stand-ins for the heavy layers. Between
-chunks it reports progress and checks for Ctrl-C/SIGTERM; between epochs it validates and
-keeps the best network so far. All randomness (init, validation split, shuffles,
+chunks it reports progress and checks for Ctrl-C/SIGTERM (``stop_signals``, which a command
+holds around training, evaluation and saving alike); between epochs it validates and keeps
+the best network so far. All randomness (init, validation split, shuffles,
 augmentation) comes from Generators seeded by ``config.seed``: same inputs, same bits.
 """
 
@@ -16,7 +17,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -142,8 +144,11 @@ PRESETS: dict[str, TrainConfig] = {
     "mlp": TrainConfig(),
     # A vision transformer ("But what is a GPT?" on digits): 7×7 patches as 64-wide tokens and
     # four pre-norm blocks of 4 heads; AdamW-style decay and a warm-up, as transformers want.
+    # Measured on embedded+fonts (2,000 test digits): x60 98.15%, x100 98.75%; 4×4 patches as
+    # 32-wide tokens x60 97.80%; with decay on every weight matrix (not only those named W):
+    # x100 98.90%, six blocks x100 98.85%. Small data needs the epochs.
     "attention": TrainConfig(layers="patch7x64,block4,block4,block4,block4", hidden=(), optimizer="adam",
-                             epochs=60, batch_size=64, lr=1e-3, l2=0.05, schedule="warmup-cosine"),
+                             epochs=100, batch_size=64, lr=1e-3, l2=0.05, schedule="warmup-cosine"),
 }
 PRESETS["default"] = PRESETS["cnn"]
 
@@ -244,11 +249,33 @@ class _StopSignals:
         return self
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt      # Ctrl-C twice: stop now (a save in progress leaves the old file)
         self.signum = signum
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+_GUARDS: list[_StopSignals] = []
+
+
+@contextmanager
+def stop_signals() -> Iterator[_StopSignals]:
+    """SIGINT and SIGTERM as a flag (``.signum``) for the whole block, instead of
+    KeyboardInterrupt or death: a command that trains, evaluates and saves holds one around
+    all three, so a signal at any moment still ends in the saved model. Nested uses (``train``
+    inside such a command) share the outer flag."""
+    if _GUARDS:
+        yield _GUARDS[-1]
+        return
+    with _StopSignals() as stop:
+        _GUARDS.append(stop)
+        try:
+            yield stop
+        finally:
+            _GUARDS.pop()
 
 
 def _blas_limits(threads: int | None):
@@ -321,10 +348,10 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     """
     from digitnet import kernels
     from digitnet.augment import PROFILES, augment
-    try:
-        from digitnet.conv_kernels import FAST
-    except ImportError:      # TODO(layers): the compiled conv stand-ins are being written
-        FAST = None
+    from digitnet import attention_kernels, conv_kernels
+
+    fast = {**conv_kernels.FAST, **attention_kernels.FAST}     # compiled stand-ins, by layer type
+    conv_kernels.set_threads(threads or os.cpu_count() or 1)    # numba's threads follow --threads
 
     config.validate()
     images, labels = dataset.train_images, dataset.train_labels
@@ -339,6 +366,9 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
         net = config.build(tuple(dataset.input_shape), dataset.n_classes)
     history = list(history or [])
     first_epoch = len(history)
+    from digitnet.modelfile import check_savable     # one limit: what is trained can be loaded again
+    check_savable(model_from_result(TrainResult(net, history, first_epoch), dataset, config, dataset.name),
+                  dataset.source or dataset.name)
 
     train_idx, val_idx = split_validation(len(images), config.val_split, config.seed)
     if len(train_idx) == 0:
@@ -357,12 +387,12 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     per_chunk = max(1, 4096 // bs)
     optimizer = OPTIMIZERS[config.optimizer](net.n_params, config.momentum, config.l2, net.decay_mask())
     steps = (_MLPKernel(net, optimizer, bs, kernels) if _MLPKernel.fits(net, config)
-             else _LayerSteps(net, optimizer, bs, FAST))
+             else _LayerSteps(net, optimizer, bs, fast))
 
     best_net, best_acc, best_epoch = net.copy(), -1.0, first_epoch
     stopped, signum = "completed", None
     t_run, samples_done = time.perf_counter(), 0
-    with _StopSignals() as stop, _blas_limits(threads):
+    with stop_signals() as stop, _blas_limits(threads):
         for e in range(config.epochs):
             epoch = first_epoch + e
             t0 = time.perf_counter()

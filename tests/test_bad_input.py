@@ -90,17 +90,29 @@ def rewrite_model(good, out, meta=None, arrays=None):
     np.savez(out, **data)
 
 
-def npz_with_lying_header(out, meta):
-    """An .npz whose W1.npy header claims 200000×200000 floats but holds 16 bytes."""
-    hdr = np.lib.format.header_data_from_array_1_0(np.zeros((2, 2), np.float32))
-    hdr["shape"] = (200_000, 200_000)
+def npz_with_lying_header(out, arrays, liar, dtype=np.float32, shape=(200_000, 200_000)):
+    """An .npz of ``arrays`` plus the member ``liar``, whose .npy header claims ``shape``
+    (160 GB by default) but which holds 16 bytes (a member the reader needs, so it must look
+    at it)."""
+    hdr = np.lib.format.header_data_from_array_1_0(np.zeros((2, 2), dtype))
+    hdr["shape"] = shape
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, hdr)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("W1.npy", buf.getvalue() + bytes(16))
-        m = io.BytesIO()
-        np.save(m, np.array(json.dumps(meta)))
-        z.writestr("meta.npy", m.getvalue())
+        z.writestr(f"{liar}.npy", buf.getvalue() + bytes(16))
+        for name, array in arrays.items():
+            if name != liar:
+                m = io.BytesIO()
+                np.save(m, array)
+                z.writestr(f"{name}.npy", m.getvalue())
+
+
+def model_with_meta_text(good, out, edit):
+    """Copy a model file with its metadata JSON text changed by ``edit(text) -> text``: for
+    metadata json.dumps would never write (NaN, 1e400, deep nesting, giant integers)."""
+    data = model_arrays(good)
+    data["meta"] = np.array(edit(str(data["meta"])))
+    np.savez(out, **data)
 
 
 def idx_folder(d, name, **changes):
@@ -190,7 +202,32 @@ def build_world(d: Path) -> None:
     rewrite_model(v1, d / "m1-sizes.npz", meta={"sizes": [784, 9, 16, 10]})
     rewrite_model(v1, d / "m1-layers.npz", meta={"sizes": [784, 16, 16, 10, 3]})
     rewrite_model(v1, d / "m1-nan.npz", arrays={"W1": np.full((16, 784), np.nan, np.float32)})
-    npz_with_lying_header(d / "m-liar.npz", json.loads(str(model_arrays(good)["meta"])))
+    npz_with_lying_header(d / "m-liar.npz", model_arrays(good), "layer2.W")
+    npz_with_lying_header(d / "m-short.npz", model_arrays(good), "layer2.W", shape=(8, 784))
+
+    # models that pass the old checks but are not usable: crafted metadata, huge weights
+    def add_key(text):      # a new top-level key: text -> edit adding "x": text before the final brace
+        return lambda meta: meta[:-1] + ', "x": ' + text + "}"
+
+    model_with_meta_text(good, d / "m-deep.npz", add_key("[" * 100_000 + "]" * 100_000))
+    model_with_meta_text(good, d / "m-deep20.npz", add_key("[" * 20 + "]" * 20))
+    model_with_meta_text(good, d / "m-nanhist.npz", lambda meta: meta.replace(
+        '"history": []', '"history": [{"epoch": 1, "lr": 0.1, "loss": NaN, "accuracy": 0.5, "val_loss": null, '
+                         '"val_accuracy": Infinity, "seconds": 1, "samples_per_second": 1}]'))
+    model_with_meta_text(good, d / "m-1e400.npz", lambda meta: meta[:-1] + ', "test_accuracy": 1e400}')
+    model_with_meta_text(good, d / "m-bigint.npz", lambda meta: meta[:-1] + ', "test_n": ' + "9" * 5000 + "}")
+    record = {"epoch": 1.5, "lr": 0.1, "loss": 1.0, "accuracy": 0.5, "val_loss": None, "val_accuracy": 0.5,
+              "seconds": 1.0, "samples_per_second": 1.0}
+    rewrite_model(good, d / "m-floatepoch.npz", meta={"history": [record]})
+    rewrite_model(good, d / "m-floatbest.npz", meta={"best_epoch": 1.5})
+    rewrite_model(good, d / "m-floatcfg.npz", meta={"config": {"epochs": 2.5, "batch_size": 1.5}})
+    rewrite_model(good, d / "m-strcfg.npz", meta={"config": {"lr": "fast"}})
+    huge = model_arrays(good)["layer4.W"].copy()
+    huge[:] = 3e38
+    rewrite_model(good, d / "m-hugew.npz", arrays={"layer4.W": huge})
+    rewrite_model(good, d / "m-wide.npz", meta={"input_shape": [1, 5000]})
+    rewrite_model(good, d / "m-fashion.npz", meta={"class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]})
 
     # IDX data set folders
     idx_folder(d, "i-good")
@@ -275,7 +312,10 @@ def build_world(d: Path) -> None:
     np.savez(d / "d-testsize.npz", train_images=z28[:2], train_labels=np.array([0, 1]),
              test_images=np.zeros((2, 20, 20), np.uint8), test_labels=np.array([0, 1]))
     np.savez(d / "d-20x20.npz", images=np.zeros((4, 20, 20), np.uint8), labels=np.array([0, 1, 2, 3]))
-    npz_with_lying_header(d / "d-liar.npz", {"x": 1})
+    np.savez(d / "d-1x5000.npz", train_images=np.zeros((4, 1, 5000), np.uint8), train_labels=np.array([0, 1, 0, 1]))
+    np.savez_compressed(d / "d-bignames.npz", train_images=z28[:2], train_labels=np.array([0, 1]),
+                        class_names=np.array(["n" * 100] * 3000))
+    npz_with_lying_header(d / "d-liar.npz", {"train_labels": np.zeros(3, np.int64)}, "train_images", np.uint8)
 
     # a folder to import with no class folders
     (d / "loose").mkdir()
@@ -356,7 +396,32 @@ ROWS = [
     R("v1 model sizes vs layer count", "evaluate {d}/m1-layers.npz", 1, "do not match 4 layers"),
     R("v1 model NaN weights", "predict -m {d}/m1-nan.npz {d}/a-good.npy", 1, "W1 holds NaN or infinite values",
       "{d}/m1-nan.npz"),
-    R("model header claims 160 GB", "evaluate {d}/m-liar.npz", 1, "W1 claims shape 200000×200000"),
+    R("model header claims 160 GB", "evaluate {d}/m-liar.npz", 1, "layer2.W has shape (200000, 200000)"),
+    R("model header claims more than held", "evaluate {d}/m-short.npz", 1,
+      "layer2.W claims shape 8×784 of float32, 25,088 bytes, but holds 16"),
+
+    # models that passed validation but were not usable (one line, never "internal error")
+    R("model metadata nested 100,000 deep", "evaluate {d}/m-deep.npz", 1, "nests lists or objects too deeply"),
+    R("model metadata nested 20 deep", "inspect summary {d}/m-deep20.npz --json", 1, "more than 16 deep"),
+    R("model NaN in the history", "inspect summary {d}/m-nanhist.npz --json", 1, "NaN is not a number JSON allows"),
+    R("model 1e400 in the metadata", "inspect summary {d}/m-1e400.npz --json", 1, "1e400 is out of range"),
+    R("model 5000-digit integer", "evaluate {d}/m-bigint.npz", 1, "4300 digits"),
+    R("model float epoch in the history", "inspect summary {d}/m-floatepoch.npz", 1, "epoch a whole number"),
+    R("model float best epoch", "inspect summary {d}/m-floatbest.npz", 1, "best_epoch must be a whole number, not 1.5"),
+    R("model float config (resume)", "train --resume {d}/m-floatcfg.npz --out {d}/keep.npz --force", 1,
+      "config epochs must be a whole number, not 2.5", "{d}/m-floatcfg.npz"),
+    R("model text where a number belongs", "inspect summary {d}/m-strcfg.npz", 1, "config lr must be a number"),
+    R("model huge finite weights (evaluate)", "evaluate {d}/m-hugew.npz --json", 1,
+      ("not a usable model", "layer 4 (dense10)")),
+    R("model huge finite weights (predict)", f"predict -m {{d}}/m-hugew.npz --format jsonl {{d}}/a-good.npy", 1,
+      "not a usable model", "{d}/m-hugew.npz"),
+    R("model input wider than 4096", "inspect summary {d}/m-wide.npz", 1, "two whole numbers from 1 to 4096"),
+    R("train a model the loader would refuse", "train --data {d}/d-1x5000.npz --preset 3b1b --out {d}/keep.npz --force",
+      2, ("digitnet cannot load", "from 1 to 4096", "nothing was trained"), "{d}/d-1x5000.npz"),
+    R("resume a Fashion model on digits", "train --resume {d}/m-fashion.npz --data {d}/tiny.npz --out {d}/keep.npz --force",
+      2, ("classes (0, 1, 2, …) are not the model's (T-shirt/top, Trouser, Pullover, …"), "{d}/tiny.npz"),
+    R("--png over the model being inspected", "inspect weights {d}/good.npz --png {d}/good.npz --force", 2,
+      "is the file being read", "{d}/good.npz"),
 
     # IDX data set folders, through data show (and train --data, evaluate --data)
     R("idx folder missing", "data show {d}/i-nowhere", 1, "no such data set"),
@@ -436,6 +501,7 @@ ROWS = [
     R("data train/test sizes disagree", "data show {d}/d-testsize.npz", 1, "28×28 but test images are 20×20"),
     R("data is a model file", "data show {d}/good.npz", 1, "no image/label arrays"),
     R("data header claims more", "data show {d}/d-liar.npz", 1, "claims shape 200000×200000"),
+    R("data class names of 1.2 MB", "data show {d}/d-bignames.npz", 1, "class_names is 1,200,000 bytes, more than"),
     R("data does not fit the model", "evaluate {d}/good.npz --data {d}/d-20x20.npz", 2,
       "20×20 images in 10 classes, but the model takes 28×28"),
     R("import folder missing", "data import {d}/nowhere --out {d}/imp.npz", 1, "no such folder", "{d}/nowhere"),
@@ -486,7 +552,7 @@ ROWS = [
       "--format"),
     R("predict --top-k 0", f"predict {M} --top-k 0 {{d}}/a-good.npy", 2, "between 1 and 10", "--top-k"),
     R("predict --show --format csv", f"predict {M} --show --format csv {{d}}/a-good.npy", 2, "--show", "--format csv"),
-    R("evaluate --split dev", "evaluate {d}/good.npz --split dev", 2, ("'dev'", "test or train"), "--split"),
+    R("evaluate --split dev", "evaluate {d}/good.npz --split dev", 2, ("'dev'", "test", "train"), "--split"),
     R("data show --count 0", "data show {d}/tiny.npz --count 0", 2, "at least 1", "--count"),
     R("data show --index 99", "data show {d}/tiny.npz --index 99", 2, "out of range", "--index 99"),
     R("data show --label x", "data show {d}/tiny.npz --label x", 2, "not a class", "--label"),

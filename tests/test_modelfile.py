@@ -298,3 +298,83 @@ def test_default_model_path_honours_environment(monkeypatch, tmp_path):
     assert default_model_path() == tmp_path / "x.npz"
     monkeypatch.delenv("DIGITNET_MODEL")
     assert default_model_path().name == "digitnet.npz"
+
+
+# --- issue 13: metadata every command can print, one limit for train and load, members read lazily
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": "digitnet-model", "x": NaN}', "NaN is not a number JSON allows"),
+    ('{"format": "digitnet-model", "x": -Infinity}', "-Infinity is not a number JSON allows"),
+    ('{"format": "digitnet-model", "x": 1e999}', "1e999 is out of range"),
+    ('{"format": "digitnet-model", "x": ' + "7" * 4400 + "}", "4300 digits"),
+    ('{"format": "digitnet-model", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", "too deeply"),
+    ('{"format": "digitnet-model", "x": ' + "[" * 17 + "]" * 17 + "}", "more than 16 deep"),
+])
+def test_metadata_is_strict_json(text, message):
+    from digitnet.modelfile import parse_meta
+
+    with pytest.raises(ModelError, match=re.escape(message)):
+        parse_meta(text, Path("m.npz"))
+    assert parse_meta('{"a": [[[1.5, null, "x"]]]}', Path("m.npz")) == {"a": [[[1.5, None, "x"]]]}
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"best_epoch": 2.0}, "best_epoch must be a whole number, not 2.0"),
+    ({"test_accuracy": "high"}, "test_accuracy must be a number"),
+    ({"stopped": 1}, "stopped must be a string"),
+    ({"config": {"batch_size": True}}, "config batch_size must be a whole number, not True"),
+    ({"config": {"augment": 1}}, "config augment must be true or false"),
+    ({"config": {"hidden": [16, 1.5]}}, "config hidden must be a list of whole numbers"),
+    ({"config": {"extra": {"nested": 1}}}, "config extra must be a string, number or true/false"),
+    ({"history": [{"epoch": 1.0}]}, "epoch a whole number"),
+    ({"dataset": {"name": "x", "more": [1]}}, "dataset must be a JSON object"),
+])
+def test_metadata_types_the_commands_read_are_checked(tmp_path, meta, message):
+    bad = rewrite(save_model(make_model(), tmp_path / "m.npz"), tmp_path / "bad.npz", meta=meta)
+    with pytest.raises(ModelError, match=re.escape(message)):
+        load_model(bad)
+
+
+def test_what_training_would_save_is_checked_by_the_loaders_own_rules():
+    from digitnet.errors import UsageError
+    from digitnet.modelfile import check_savable
+
+    check_savable(make_model())
+    wide = Network.init(dense_layers((5000, 4, 10), "relu", "softmax"), (1, 1, 5000), "cross-entropy")
+    with pytest.raises(UsageError, match=r"wide.npz: .*input shape \[1, 5000\] is not two whole numbers from 1 to 4096"):
+        check_savable(Model(wide, tuple("0123456789"), input_shape=(1, 5000)), "wide.npz")
+
+
+def test_only_the_members_the_network_needs_are_read(tmp_path):
+    """An extra member is refused by its name alone (its data, which claims a gigabyte it does
+    not hold, is never read); a needed member is checked against the layer's shape from its
+    header before it is read."""
+    import io
+
+    path = save_model(make_model(), tmp_path / "m.npz")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10 ** 9,)})
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("junk.npy", header.getvalue() + bytes(10))
+    with pytest.raises(ModelError, match=re.escape("arrays ['junk', 'layer2.W'")):
+        load_model(path)
+    path = save_model(make_model(), tmp_path / "m2.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["layer2.W"] = np.zeros((8, 785), np.float32)
+    np.savez(tmp_path / "m3.npz", **arrays)
+    with pytest.raises(ModelError, match=re.escape("layer2.W has shape (8, 785) but the layers need (8, 784)")):
+        load_model(tmp_path / "m3.npz")
+
+
+@pytest.mark.parametrize("header", [b"{'descr': '<f4', 'fortran_order': False, 'shape': (8, ", b"((((" * 2000,
+                                    b"{'descr': '<f4', 'fortran_order': False, 'shape': (8, 784), }" + b"\xff"])
+def test_a_member_header_that_is_not_a_python_literal_is_damage(tmp_path, header):
+    """numpy parses .npy headers as Python literals: unbalanced brackets (a tokenizer error,
+    not a ValueError), deep nesting, or bytes that are not text must all be one line."""
+    path = save_model(make_model(), tmp_path / "m.npz")
+    text = header + b" " * (-(len(header) + 11) % 64) + b"\n"
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("layer9.W.npy", b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text)
+    with pytest.raises(ModelError, match=r"damaged a digitnet model \(layer9.W: the .npy header is not valid"):
+        load_model(path)

@@ -164,7 +164,7 @@ def test_kill_9_during_save_leaves_the_old_file_or_the_new_one(tiny_data, tmp_pa
     r = run(["train", "--data", tiny_data, *TINY, "--out", out])
     assert r.returncode == 0, r.stderr
     rng = random.Random(6)
-    in_save = 0
+    in_save = left = 0
     for i in range(6):
         old = out.read_bytes()
         p = subprocess.Popen([str(DIGITNET), "train", "--data", str(tiny_data), "--hidden", "512", "--epochs", "1",
@@ -180,11 +180,15 @@ def test_kill_9_during_save_leaves_the_old_file_or_the_new_one(tiny_data, tmp_pa
         in_save += bool(list(tmp_path.glob(".m.npz.*.tmp")))
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
+        left += len(list(tmp_path.glob(".m.npz.*.tmp")))
         if out.read_bytes() != old:
             assert load(out).config["seed"] == i + 1, "a new file that is not the new model"
-        for tmp in tmp_path.glob(".m.npz.*.tmp"):   # what a kill -9 cannot clean up
-            tmp.unlink()
+        # what a kill -9 leaves behind is cleaned up by the next save of that name (the next
+        # round, and the run below)
     assert in_save >= 2, "the kills never landed inside a save: the test did not test anything"
+    r = run(["train", "--data", tiny_data, *TINY, "--out", out, "--force"])
+    assert r.returncode == 0, r.stderr
+    assert left >= 1 and sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
 
 
 # --- training faults and --out -----------------------------------------------------------------
@@ -238,3 +242,39 @@ def test_python_dash_m_runs_without_the_console_script(tmp_path):
     r = subprocess.run([sys.executable, "-m", "digitnet", "evaluate", str(tmp_path / "none.npz")],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip() == f"digitnet: error: {tmp_path / 'none.npz'}: no such file"
+
+
+# --- Ctrl-C while the program starts ---------------------------------------------------------
+
+SLOW_IMPORT = """
+import importlib.abc, sys, time
+
+class SlowTrainImport(importlib.abc.MetaPathFinder):
+    # holds the import of digitnet.cli.train for 20 s after saying so: a Ctrl-C sent on the
+    # word lands while the command modules load, every time
+    def find_spec(self, name, path=None, target=None):
+        if name == "digitnet.cli.train":
+            sys.stderr.write("importing the commands\\n")
+            sys.stderr.flush()
+            time.sleep(20)
+        return None
+
+sys.meta_path.insert(0, SlowTrainImport())
+"""
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line_not_a_traceback(tmp_path):
+    """Ctrl-C while typer, rich and the command modules are imported (the first tenth of a
+    second of every run): one line and exit 130, never a traceback. A sitecustomize on
+    PYTHONPATH holds that import open, so the signal lands there deterministically."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(SLOW_IMPORT)
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.Popen([str(DIGITNET), "evaluate", str(tmp_path / "none.npz")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stderr.readline() == "importing the commands\n"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert "Traceback" not in err and err.strip() == "digitnet: error: interrupted", err
+    assert p.returncode == 130

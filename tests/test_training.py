@@ -330,3 +330,26 @@ def test_full_size_fashion_mnist_epoch(tmp_path):
 
     model = load_model(out)
     assert model.class_names[9] == "Ankle boot" and model.dataset["train"] == 60000
+
+
+def test_stop_signals_nest_and_a_second_ctrl_c_stops_at_once():
+    """train() inside a command shares the command's guard: a signal at any moment is one
+    flag; Ctrl-C twice means now (KeyboardInterrupt); the old handlers come back after."""
+    import os
+
+    from digitnet.training import stop_signals
+
+    before = signal.getsignal(signal.SIGINT)
+    with stop_signals() as outer:
+        with stop_signals() as inner:
+            assert inner is outer
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert outer.signum == signal.SIGTERM            # the inner block did not swallow it
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert outer.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is before

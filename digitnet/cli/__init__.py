@@ -6,10 +6,16 @@ Command modules import numpy/numba/PIL inside their functions, so ``--help`` sta
 
 from __future__ import annotations
 
-import typer
+try:
+    import typer
 
-from digitnet import __version__
-from digitnet.cli import data, evaluate, inspect, predict, train
+    from digitnet import __version__
+    from digitnet.cli import data, draw, evaluate, inspect, predict, train
+except KeyboardInterrupt:          # Ctrl-C while the commands load: one line, not a traceback
+    import sys
+
+    print("digitnet: error: interrupted", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
 
 app = typer.Typer(
     name="digitnet",
@@ -38,6 +44,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 train.register(app)
 evaluate.register(app)
 predict.register(app)
+draw.register(app)
 app.add_typer(inspect.app, name="inspect")
 app.add_typer(data.app, name="data")
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from digitnet.cli.common import dump_json, handle_errors
+from digitnet.cli.common import Command, dump_json, error_line, handle_errors
 
 app = typer.Typer(help="See, fetch and bring your own data sets.", no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,8 +40,10 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     from digitnet.datasets import KNOWN, user_data_dir
     from digitnet.download import local_status
+    from rich.text import Text
+
     from digitnet.importer import imported_sets
-    from digitnet.render import make_console
+    from digitnet.render import cell, fit_table, make_console
 
     known = [local_status(name) for name in KNOWN]
     mine = imported_sets()
@@ -49,21 +51,33 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         dump_json({"known": known, "imported": mine, "data_dir": str(user_data_dir())})
         return
     con = make_console()
-    table = Table(title="Data sets", title_justify="left", padding=(0, 1))
-    for col in ("name", "here", "train", "test", "size", "where"):
-        table.add_column(col, justify="right" if col in ("train", "test", "size") else "left", overflow="fold")
+    n = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
+    rows = []
     for s in known:
-        n = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
         where = _shorten(s["path"]) if s["present"] else ("digitnet data download " + s["name"] if s["downloadable"] else "")
-        table.add_row(s["name"], "yes" if s["present"] else "no", n(s["train"]), n(s["test"]),
-                      _size(s["size"]) if s["present"] else "", where)
-    for e in mine:
-        table.add_row(e["name"], "yes" if e["present"] else "gone", f"{e['train']:,}" if "train" in e else "",
-                      f"{e['test']:,}" if "test" in e else "", _size(e["size"]) if e["present"] else "",
-                      _shorten(e["path"]))
-    con.print(table)
-    con.print(f"Downloads go to {_shorten(str(user_data_dir()))}/NAME; imports are remembered in "
-              f"{_shorten(str(user_data_dir() / 'imported.json'))}.", soft_wrap=True)
+        rows.append((s["name"], "yes" if s["present"] else "no", n(s["train"]), n(s["test"]),
+                     _size(s["size"]) if s["present"] else "", where))
+    for e in mine:             # names and paths of imports are the user's: data, never markup
+        rows.append((e["name"], "yes" if e["present"] else "gone", n(e.get("train")), n(e.get("test")),
+                     _size(e["size"]) if e["present"] else "", _shorten(e["path"])))
+
+    def build(compact: int):
+        # numbers never wrap; on a narrow terminal the size, then the test count go, and `where` folds
+        cols = [c for c in ("name", "here", "train", "test", "size", "where")
+                if not (compact >= 1 and c == "size") and not (compact >= 2 and c == "test")]
+        table = Table(title="Data sets", title_justify="left", padding=(0, 1))
+        for col in cols:
+            numeric = col in ("train", "test", "size")
+            table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric,
+                             overflow="fold")
+        keep = [i for i, c in enumerate(("name", "here", "train", "test", "size", "where")) if c in cols]
+        for r in rows:
+            table.add_row(*(cell(r[i]) for i in keep))
+        return table
+
+    con.print(fit_table(con, build, 2))
+    con.print(Text(f"Downloads go to {_shorten(str(user_data_dir()))}/NAME; imports are remembered in "
+                   f"{_shorten(str(user_data_dir() / 'imported.json'))}."))
 
 
 def _pick(labels, class_names, index: Optional[int], label: Optional[str], count: int):
@@ -95,11 +109,12 @@ def _pick(labels, class_names, index: Optional[int], label: Optional[str], count
 
 
 def show_command(
-    spec: str = typer.Argument("embedded", help="Data set: a known name, a folder of IDX files, or an .npz."),
-    index: Optional[int] = typer.Option(None, "--index", "-i", help="First image to show (0-based)."),
-    label: Optional[str] = typer.Option(None, "--label", "-l", help="Show images of this class (number or name)."),
-    count: int = typer.Option(6, "--count", "-n", help="How many images."),
-    split: str = typer.Option("train", "--split", help="train or test."),
+    spec: str = typer.Argument("embedded", metavar="[SPEC]", help="Data set: a known name, a folder of IDX files, or an .npz [default: embedded]."),
+    index: Optional[int] = typer.Option(None, "--index", "-i", metavar="N", help="First image to show (0-based)."),
+    label: Optional[str] = typer.Option(None, "--label", "-l", metavar="CLASS", help="Show images of this class (number or name)."),
+    count: int = typer.Option(6, "--count", "-n", metavar="N", help="How many images."),
+    split: str = typer.Option("train", "--split", metavar="train|test", help="Which split."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: the images chosen (pixels 0-255) and their labels."),
 ):
     """Render images of a data set in the terminal, with their labels."""
     from rich.table import Table
@@ -107,29 +122,35 @@ def show_command(
 
     from digitnet.datasets import load_dataset
     from digitnet.errors import UsageError
-    from digitnet.render import digit, is_plain, make_console
+    from digitnet.render import digit, is_plain, make_console, terminal_safe
 
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, not {split!r}")
     ds = load_dataset(spec)
     images, labels = ds.split(split)
     chosen = _pick(labels, ds.class_names, index, label, count)
+    if as_json:
+        dump_json({"data": spec, "name": ds.name, "split": split, "shape": list(images.shape[1:]),
+                   "class_names": list(ds.class_names),
+                   "images": [{"index": int(i), "label": int(labels[i]), "name": ds.class_names[int(labels[i])],
+                               "pixels": images[i].tolist()} for i in chosen]})
+        return
     con = make_console()
     width = min(con.width, MAX_WIDTH)
-    cell = images.shape[2]
-    per_row = max(1, (width + GAP) // (cell + GAP))
-    con.print(f"{ds.name}: {split} split, {len(labels):,} images of {images.shape[1]}×{images.shape[2]}, "
-              f"{ds.n_classes} classes; showing {len(chosen)}", soft_wrap=True)
+    cell_w = images.shape[2]
+    per_row = max(1, (width + GAP) // (cell_w + GAP))
+    con.print(Text(f"{terminal_safe(ds.name)}: {split} split, {len(labels):,} images of {images.shape[1]}×{images.shape[2]}, "
+                   f"{ds.n_classes} classes; showing {len(chosen)}"), soft_wrap=True)
     grid = Table.grid(padding=(0, GAP, 1, 0))
     for _ in range(min(per_row, len(chosen))):
-        grid.add_column(width=cell, no_wrap=True, overflow="crop")
+        grid.add_column(width=cell_w, no_wrap=True, overflow="crop")
     plain = is_plain(con)
     cells = []
     for i in chosen:
         lab = int(labels[i])
-        name = ds.class_names[lab]
+        name = terminal_safe(ds.class_names[lab])
         caption = f"#{i} {lab}" + (f" {name}" if name != str(lab) else "")
-        text = Text(caption[:cell] + "\n", style="bold")
+        text = Text(caption[:cell_w] + "\n", style="bold")
         text.append_text(digit(images[i], plain))
         cells.append(text)
     for r in range(0, len(cells), per_row):
@@ -183,18 +204,31 @@ class _ConsoleReporter:
                                                                          highlight=False, markup=False)
 
 
+class _Terminated(BaseException):
+    """SIGTERM during a download (a BaseException, like KeyboardInterrupt: nothing catches it on the way)."""
+
+
 def download_command(
     name: Optional[str] = typer.Argument(None, help="mnist, fashion-mnist or kmnist (or any name with --manifest)."),
     directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the files [default: the per-user data directory/NAME]."),
     mirror: Optional[List[str]] = typer.Option(None, "--mirror", help="Base URL to fetch from; repeat for fallbacks (replaces the built-in list)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="JSON file naming mirrors, files and their hashes (for private mirrors)."),
+    deadline: float = typer.Option(3600.0, "--deadline", metavar="SECONDS", help="Give up on a file after this long, every mirror included."),
+    min_rate: float = typer.Option(10_000.0, "--min-rate", metavar="BYTES/S", help="Give up on a mirror slower than this over a minute."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ):
     """Download a data set's official IDX files: mirrors, resume, checksums, atomic placement."""
+    import signal
+
     from digitnet.datasets import KNOWN, find_idx_files, user_data_dir
     from digitnet.download import download, load_manifest, source_for
     from digitnet.errors import UsageError
     from digitnet.render import make_console
+
+    if not deadline > 0:
+        raise UsageError(f"--deadline must be a positive number of seconds, not {deadline}")
+    if not min_rate >= 0:
+        raise UsageError(f"--min-rate must be 0 or more bytes per second, not {min_rate}")
 
     if manifest is not None:
         source = load_manifest(manifest)
@@ -207,8 +241,19 @@ def download_command(
         raise UsageError(f"{name!r} is not a data set name")
     default = user_data_dir() / name
     target = directory or default
-    with _ConsoleReporter(make_console(stderr=True)) as reporter:
-        results = download(source, target, mirror or None, reporter)
+
+    def terminated(signum, frame):       # SIGTERM as Ctrl-C is: one line, the .part files kept
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with _ConsoleReporter(make_console(stderr=True)) as reporter:
+            results = download(source, target, mirror or None, reporter, deadline=deadline, min_rate=min_rate)
+    except (KeyboardInterrupt, _Terminated) as e:
+        error_line("interrupted; what arrived is kept in .part files: run the same command again to resume")
+        raise typer.Exit(143 if isinstance(e, _Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     usable = find_idx_files(target) is not None
     spec = name if (target == default and name in KNOWN) else str(target)
     if as_json:
@@ -278,4 +323,4 @@ COMMANDS = {"list": list_command, "show": show_command, "download": download_com
 
 for _name, _fn in COMMANDS.items():
     # "\b" keeps click from re-wrapping the example paragraph
-    app.command(_name, help=f"{_fn.__doc__.strip()}\n\n\b\nExample:\n  {EXAMPLES[_name]}")(handle_errors(_fn))
+    app.command(_name, cls=Command, help=f"{_fn.__doc__.strip()}\n\n\b\nExample:\n  {EXAMPLES[_name]}")(handle_errors(_fn))

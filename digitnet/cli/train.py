@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from digitnet.cli.common import EXIT_SIGNAL, dump_json, handle_errors, parse_ints
+from digitnet.cli.common import EXIT_SIGNAL, dump_json, error_line, handle_errors, parse_ints
 
 EXAMPLE = """
 \b
@@ -43,9 +43,29 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end instead of tables."),
 ):
     """Train a network on a data set and save it as a model file."""
+    from digitnet import training
+
+    # SIGINT/SIGTERM become a flag for the whole command, not only the epochs: a signal while
+    # the data loads stops before training; one during the last evaluation or the save still
+    # ends in the saved model (then exit 130/143)
+    try:
+        with training.stop_signals() as stop:
+            code = _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epochs, batch_size, lr,
+                          momentum, l2, schedule, seed, augment, val_split, out, force, resume, threads, as_json)
+    except _Interrupted as e:
+        error_line(str(e))
+        code = EXIT_SIGNAL.get(e.signum, 130)
+    if code:
+        raise typer.Exit(code)
+
+
+def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epochs, batch_size, lr, momentum, l2,
+           schedule, seed, augment, val_split, out, force, resume, threads, as_json) -> int:
+    """train_command's body, under its signal guard; returns the exit code."""
     from digitnet import modelfile, training
+    from digitnet.atomic import same_file
     from digitnet.datasets import load_dataset
-    from digitnet.errors import UsageError
+    from digitnet.errors import DigitnetError, UsageError
     from digitnet.metrics import evaluate
     from digitnet.nn.layers import MAX_UNITS
     from digitnet.render import make_console
@@ -65,20 +85,45 @@ def train_command(
     # the options first, then where the result goes, then the data: all before any training
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory; give a file name such as {out / 'digitnet.npz'}")
-    if out.exists() and not force and (resume is None or resume.resolve() != out.resolve()):
+    in_place = resume is not None and out.exists() and same_file(resume, out)    # --resume X --out X
+    if out.exists() and not force and not in_place:
         raise UsageError(f"{out} exists; pass --force to overwrite it or choose another --out")
     modelfile.check_output(out)          # before training, not after it
+    replacing = _identity(out)           # what --out holds now (None: nothing)
     dataset = load_dataset(data)
+    if previous is not None:
+        previous.check_fits(dataset, data)     # --resume on other classes: refused, not relabelled
+    if stop.signum is not None:
+        raise _Interrupted(stop.signum, "interrupted before training started; nothing was written")
 
     err = make_console(stderr=True)
-    with ProgressView(err, config.epochs) as progress_view:
+    with ProgressView(err, config.epochs, dataset.n_classes, config.augment) as progress_view:
         result = training.train(dataset, config, resume=previous.network if previous else None, history=history,
                                 threads=threads, on_chunk=progress_view.chunk, on_epoch=progress_view.epoch)
     model = training.model_from_result(result, dataset, config, data, {"preset": preset if resume is None else None})
     report = evaluate(model, *dataset.split("test")) if len(dataset.test_labels) else None
     if report:    # recorded, so `inspect summary` need not load the data again
         model.meta.update(test_accuracy=report["accuracy"], test_loss=report["loss"], test_n=report["n"])
-    modelfile.save_model(model, out)
+    signum = result.signal if result.stopped == "interrupted" else stop.signum    # a signal after the epochs counts too
+
+    # where the model goes: --out, unless that would lose something the user had
+    target, note, conflict = out, None, None
+    if signum is not None and replacing is not None:
+        verdict = _compare_with_file(model, out, dataset, result)
+        if verdict is not None:             # it did not beat the file it would replace: keep both
+            target = _save_beside(model, out, "interrupted")
+            note = f"the model so far {verdict}, which is kept; saved it as {target} instead"
+    if note is None:
+        may_replace = force or in_place
+        if in_place and _identity(out) != replacing:       # someone else rewrote the file meanwhile
+            may_replace = False
+        try:
+            modelfile.save_model(model, out, replace=may_replace)
+        except FileExistsError:
+            target = _save_beside(model, out, "new")
+            conflict = (f"{out} was {'changed' if replacing else 'created'} by someone else while this run trained "
+                        f"and is kept; this run's model is saved as {target}")
+
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})   # the epoch that was saved
     summary = {
         "accuracy": report["accuracy"] if report else best.get("val_accuracy"),
@@ -87,7 +132,8 @@ def train_command(
         "loss": report["loss"] if report else None,
         "epochs": len(result.history), "best_epoch": result.best_epoch,
         "seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
-        "stopped": result.stopped, "out": str(out), "data": data, "config": config.to_json(),
+        "stopped": "interrupted" if signum is not None else result.stopped, "out": str(target), "data": data,
+        "config": config.to_json(),
     }
     if as_json:
         dump_json(summary)
@@ -99,54 +145,168 @@ def train_command(
         con.print(history_table(result.history, result.best_epoch))
         if report:
             render_report(con, report, model.class_names, title=f"Test split of {dataset.name} ({report['n']:,} images)")
-        con.print(f"Saved {out}  (best epoch {result.best_epoch} of {len(result.history)}, "
-                  f"{result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)")
-    if result.stopped == "interrupted":
-        err.print(f"Interrupted: saved the best model so far to {out}")
-        raise typer.Exit(EXIT_SIGNAL.get(result.signal, 130))
+        con.print(f"Saved {target}  (best epoch {result.best_epoch} of {len(result.history)}, "
+                  f"{result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)", soft_wrap=True, markup=False,
+                  highlight=False)
+    if conflict:
+        raise DigitnetError(conflict)
+    if signum is not None:
+        err.print(f"Interrupted: {note or f'saved the best model so far to {target}'}", soft_wrap=True, markup=False,
+                  highlight=False)
+        return EXIT_SIGNAL.get(signum, 130)
+    return 0
+
+
+class _Interrupted(Exception):
+    """A signal before training: the command stops with nothing written."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+def _identity(path: Path):
+    """What is at ``path`` now, to notice a change: (device, inode, size, mtime) or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _compare_with_file(model, path: Path, dataset, result) -> str | None:
+    """None when the interrupted run's ``model`` beats the model in ``path`` on the same
+    held-out images (the run's validation rows, else the test split); otherwise how they
+    compare, in words (also when ``path`` holds no model that fits this data)."""
+    from digitnet.errors import DigitnetError
+    from digitnet.metrics import loss_and_accuracy
+    from digitnet.modelfile import load_model
+    from digitnet.nn.functions import to_unit_float
+
+    rows = result.val_indices
+    images, labels = ((dataset.train_images[rows], dataset.train_labels[rows]) if len(rows)
+                      else (dataset.test_images, dataset.test_labels))
+    if not len(labels):
+        return f"could not be compared with {path} (no held-out images)"
+    x = to_unit_float(images).reshape(len(images), -1)
+    new = loss_and_accuracy(model.network, x, labels)[1]
+    try:
+        old_model = load_model(path)
+        old_model.check_fits(dataset)
+    except DigitnetError:
+        return f"({new:.2%} on held-out images) could not be compared with {path}"
+    old = loss_and_accuracy(old_model.network, x, labels)[1]
+    if new > old:
+        return None
+    return f"({new:.2%} on {len(labels):,} held-out images) did not beat {path} ({old:.2%})"
+
+
+def _save_beside(model, out: Path, tag: str) -> Path:
+    """Save ``model`` under a new name beside ``out`` (never replacing anything); its path."""
+    from digitnet import modelfile
+    from digitnet.atomic import sibling
+
+    for _ in range(100):
+        target = sibling(out, tag)
+        try:
+            return modelfile.save_model(model, target, replace=False)
+        except FileExistsError:
+            continue         # taken between the look and the save: the next name
+    raise FileExistsError(f"{out}: no free name beside it")
 
 
 class ProgressView:
-    """Live progress on stderr: a rich bar for the current epoch on a terminal (loss, accuracy,
-    samples/s), a line per finished epoch; on a pipe only the lines."""
+    """Live progress on stderr, so the first seconds and the whole run are never a mystery.
 
-    def __init__(self, console, epochs: int):
-        self.console, self.epochs = console, epochs
+    On a terminal: from the first moment a status line with a moving elapsed clock says what
+    is happening ("starting: compiling the kernels (first run only)", "augmenting epoch 3"),
+    then a bar for the current epoch (loss, accuracy) with the time left for the whole run;
+    each finished epoch leaves a line. In a pipe, only the lines. After an epoch whose cost
+    rose sharply or whose accuracy sits at chance level, a hint about the learning rate
+    (once each)."""
+
+    def __init__(self, console, epochs: int, n_classes: int = 10, augment: bool = False):
+        self.console, self.epochs, self.n_classes, self.augment = console, epochs, n_classes, augment
         self.progress = None
         self.task = None
         self.shown_epoch = None
+        self.first_epoch = None          # the run's first epoch index (a resumed run does not start at 0)
+        self.mark = None                 # (time, batches done in the run) at the first chunk: the ETA's clock
+        self.losses: list[float] = []
+        self.hinted: set[str] = set()
 
     def __enter__(self):
         if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.progress = Progress(TextColumn("epoch {task.fields[epoch]:>3}/{task.fields[of]}"), BarColumn(),
-                                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}"),
-                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                                     TextColumn("{task.fields[eta]}"), console=self.console, transient=True)
             self.progress.__enter__()
-            self.task = self.progress.add_task("train", total=None, epoch=1, of=self.epochs, loss=0.0, acc=0.0)
+            what = "starting: compiling the kernels (first run only)" + (", augmenting" if self.augment else "")
+            self.task = self.progress.add_task(what, total=None, stats="", eta="")
         return self
 
     def __exit__(self, *exc):
         if self.progress:
             self.progress.__exit__(*exc)
 
+    def _run_fraction(self, epoch: int, done: int, total: int) -> float:
+        return ((epoch - self.first_epoch) + done / max(total, 1)) / max(self.epochs, 1)
+
     def chunk(self, epoch, done, total, loss, acc):
-        """Called every few thousand samples: move the bar."""
+        """Called every few thousand samples: move the bar and the time left for the run."""
+        import time
+
+        if self.first_epoch is None:
+            self.first_epoch = epoch
         if not self.progress:
             return
+        now, run_done = time.perf_counter(), self._run_fraction(epoch, done, total)
+        if self.mark is None:
+            self.mark = (now, run_done)
+        eta = ""
+        t0, f0 = self.mark
+        if run_done > f0 and now > t0:
+            left = (1 - run_done) * (now - t0) / (run_done - f0)
+            eta = f"{int(left // 60)}:{int(left % 60):02d} left"
         if self.shown_epoch != epoch:
-            # reset() replaces the custom fields, so it is given all of them
-            self.progress.reset(self.task, total=total, completed=0, epoch=epoch + 1, of=self.epochs, loss=loss, acc=acc)
+            self.progress.reset(self.task, total=total, completed=0,
+                                description=f"epoch {epoch - self.first_epoch + 1:>3}/{self.epochs}", stats="", eta=eta)
             self.shown_epoch = epoch
-        self.progress.update(self.task, completed=done, loss=loss, acc=acc)
+        self.progress.update(self.task, completed=done, stats=f"loss {loss:.4f}  acc {acc:6.2%}", eta=eta)
 
     def epoch(self, s):
-        """Called after each epoch: one line that stays on the screen."""
+        """Called after each epoch: one line that stays on the screen (and a hint when the
+        learning rate looks wrong); the status says what comes next."""
         val = f"  val acc {s.val_accuracy:.2%}" if s.val_accuracy is not None else ""
         line = (f"epoch {s.epoch:>3}: loss {s.loss:.4f}  train acc {s.accuracy:.2%}{val}  "
                 f"{s.seconds:.2f} s  {s.samples_per_second:,.0f} samples/s")
-        (self.progress.console if self.progress else self.console).print(line, soft_wrap=True)
+        out = self.progress.console if self.progress else self.console
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+        for hint in self._hints(s):
+            out.print(f"hint: {hint}", soft_wrap=True, markup=False, highlight=False)
+        if self.progress and self.first_epoch is not None and s.epoch - self.first_epoch < self.epochs:
+            self.progress.update(self.task, description=("augmenting" if self.augment else "starting")
+                                 + f" epoch {s.epoch - self.first_epoch + 1}")
+
+    def _hints(self, s) -> list[str]:
+        """What an epoch's numbers say about the learning rate (each said once)."""
+        self.losses.append(s.loss)
+        out = []
+        chance = 1 / max(self.n_classes, 1)
+        acc = s.val_accuracy if s.val_accuracy is not None else s.accuracy
+        rose = len(self.losses) >= 2 and s.loss > 1.5 * min(self.losses[:-1])
+        if rose and "diverging" not in self.hinted:
+            self.hinted.add("diverging")
+            out.append(f"the cost rose from {min(self.losses[:-1]):.4f} to {s.loss:.4f}: the learning rate "
+                       f"(lr {s.lr:g}) looks too high; try --lr {s.lr / 10:g}")
+        elif acc <= 1.5 * chance and "chance" not in self.hinted:
+            self.hinted.add("chance")
+            out.append(f"accuracy {acc:.1%} is chance level ({chance:.0%} for {self.n_classes} classes): the "
+                       f"network is not learning at lr {s.lr:g}; a rate too high saturates it (try --lr "
+                       f"{s.lr / 10:g}), one too low barely moves it (try --lr {s.lr * 10:g})")
+        return out
 
 
 def register(app: typer.Typer) -> None:
