@@ -24,7 +24,8 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n: int) -> np.nd
 
 
 def per_class(cm: np.ndarray, class_names) -> list[dict]:
-    """Precision, recall, F1 and support of each class from a confusion matrix."""
+    """Precision, recall, F1, support (true samples) and ``predicted`` (samples given that
+    label) of each class from a confusion matrix; 0 where a ratio has nothing to divide by."""
     tp = np.diag(cm).astype(float)
     predicted, support = cm.sum(axis=0), cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -32,7 +33,22 @@ def per_class(cm: np.ndarray, class_names) -> list[dict]:
         recall = np.where(support > 0, tp / support, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return [{"label": i, "name": class_names[i], "precision": float(precision[i]), "recall": float(recall[i]),
-             "f1": float(f1[i]), "support": int(support[i])} for i in range(len(cm))]
+             "f1": float(f1[i]), "support": int(support[i]), "predicted": int(predicted[i])} for i in range(len(cm))]
+
+
+def averages(rows: list[dict]) -> dict:
+    """scikit-learn's averages under a classification report: ``macro_avg``, the plain mean
+    of precision, recall and F1 over the classes that occur (as a true or a predicted label),
+    and ``weighted_avg``, their mean weighted by each class's support."""
+    present = [r for r in rows if r["support"] or r["predicted"]]
+    support = np.array([r["support"] for r in present], float)
+    out = {}
+    for key, weights in (("macro_avg", np.ones(len(present))), ("weighted_avg", support)):
+        total = weights.sum()
+        out[key] = {m: float(np.dot(weights, [r[m] for r in present]) / total) if total else 0.0
+                    for m in ("precision", "recall", "f1")}
+        out[key]["support"] = int(support.sum())
+    return out
 
 
 def most_confused(cm: np.ndarray, k: int = 5) -> list[tuple[int, int, int]]:
@@ -44,19 +60,48 @@ def most_confused(cm: np.ndarray, k: int = 5) -> list[tuple[int, int, int]]:
     return [p for p in pairs if p[2] > 0]
 
 
-def evaluate(model, images: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, mean cost, confusion matrix (rows true), per-class scores and the most
-    confused pairs of ``model`` on uint8 images (n, H, W) with labels (n,)."""
-    probs = model.predict_proba(to_unit_float(images))
-    n_classes = probs.shape[1]
-    predicted = probs.argmax(axis=1)
-    loss = mean_cost(model.network, probs, labels)
-    cm = confusion_matrix(labels, predicted, n_classes)
+def report(cm: np.ndarray, cost_sum: float, class_names) -> dict:
+    """The evaluation report from a confusion matrix (rows true) and the summed cost:
+    accuracy, mean cost, n, the matrix, per-class scores, their macro and weighted averages,
+    and the most confused pairs."""
+    n = int(cm.sum())
+    rows = per_class(cm, class_names)
     return {
-        "accuracy": float((predicted == labels).mean()),
-        "loss": loss,
-        "n": int(len(labels)),
+        "accuracy": float(np.trace(cm) / n) if n else 0.0,
+        "loss": float(cost_sum / n) if n else 0.0,
+        "n": n,
         "confusion_matrix": cm.tolist(),
-        "per_class": per_class(cm, model.class_names),
+        "per_class": rows,
+        **averages(rows),
         "most_confused": [{"true": t, "predicted": p, "count": c} for t, p, c in most_confused(cm)],
     }
+
+
+class Tally:
+    """Metrics accumulated batch by batch, so an evaluation's memory does not grow with the
+    number of samples: the confusion matrix and the summed cost."""
+
+    def __init__(self, net, n_classes: int):
+        self.net, self.cm, self.cost_sum = net, np.zeros((n_classes, n_classes), np.int64), 0.0
+
+    def add(self, a_L: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Count output activations a_L (k, n_classes) against labels (k,); return the predicted labels."""
+        predicted = a_L.argmax(axis=1)
+        n = len(self.cm)
+        self.cm += confusion_matrix(labels, predicted, n)
+        a = a_L.astype(np.float64)                                 # summed over many batches: float64
+        self.cost_sum += float(COSTS[self.net.cost].value(a, one_hot(labels, n, a.dtype)).sum())
+        return predicted
+
+    def report(self, class_names) -> dict:
+        return report(self.cm, self.cost_sum, class_names)
+
+
+def evaluate(model, images: np.ndarray, labels: np.ndarray, chunk: int = 8192) -> dict:
+    """Accuracy, mean cost, confusion matrix (rows true), per-class scores with their macro
+    and weighted averages, and the most confused pairs of ``model`` on uint8 images
+    (n, H, W) with labels (n,)."""
+    tally = Tally(model.network, len(model.class_names))
+    for i in range(0, len(labels), chunk):
+        tally.add(model.predict_proba(to_unit_float(images[i:i + chunk])), labels[i:i + chunk])
+    return tally.report(model.class_names)

@@ -8,6 +8,7 @@ Nothing here imports numba: only the model file and ``Model.scores``.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitnet.errors import ModelError, UsageError
-from digitnet.inputs import ARRAY_CHUNK, IMAGE_CHUNK, iter_batches
+from digitnet.inputs import ARRAY_CHUNK, IMAGE_CHUNK, entry_name, iter_batches
 from digitnet.modelfile import Model
 
 # Below this confidence an answer is flagged: the network's top score is not a guarantee
@@ -25,11 +26,14 @@ LOW_CONFIDENCE = 0.6
 
 @dataclass
 class Row:
-    """One prediction: the input's name, the label, its class name, its confidence, the
-    top-k (label, score) pairs; ``probs`` (n_classes,) and ``image`` (the H×W input the
-    network saw) when asked for; or ``error`` (and nothing else) when the input failed."""
+    """One prediction: the input it came from, its ``index`` in that input (a row of an
+    array, IDX or CSV file; None for an image file), the label, its class name, its
+    confidence, the top-k (label, score) pairs; ``probs`` (n_classes,) and ``image`` (the
+    H×W input the network saw) when asked for; ``warning``, the reasons to doubt the answer
+    (``digitnet.doubt``), or None; or ``error`` (and nothing else) when the input failed."""
 
     input: str
+    index: int | None = None
     label: int | None = None
     name: str | None = None
     confidence: float | None = None
@@ -37,6 +41,12 @@ class Row:
     probs: np.ndarray | None = None
     image: np.ndarray | None = None
     error: str | None = None
+    warning: str | None = None      # why the answer is doubtful (digitnet.doubt), or None
+
+    @property
+    def entry(self) -> str:
+        """``input``, or ``input[index]`` for a row of a file: how messages name it."""
+        return entry_name(self.input, self.index)
 
     @property
     def low_confidence(self) -> bool:
@@ -72,18 +82,47 @@ def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = Tr
     n_classes = len(model.class_names)
     if not 1 <= top_k <= n_classes:
         raise UsageError(f"--top-k must be between 1 and {n_classes}, got {top_k}")
+    from digitnet.doubt import warnings
+
     prep = preprocessor(model, preprocess)
-    for batch in iter_batches(inputs, model.input_shape, prep, stdin=stdin,
+    pending: collections.deque = collections.deque()   # the preprocessing's notes, one per image decoded
+
+    def prep_noting(gray):
+        notes: dict = {}
+        x = prep(gray, notes=notes)
+        pending.append(notes)
+        return x
+
+    for batch in iter_batches(inputs, model.input_shape, prep_noting, stdin=stdin,
                               image_chunk=image_chunk, array_chunk=array_chunk):
-        p = model.scores(batch.images)                                    # (k, n_classes)
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = model.scores(batch.images)                                # (k, n_classes)
+        finite = np.isfinite(p).all(axis=1)                               # (k,): a NaN score is never an answer
+        p = np.where(finite[:, None], p, 0)
+        warning = warnings(model, batch.images, p, _batch_notes(batch, pending))
         order = np.argsort(-p, axis=1, kind="stable")[:, :top_k]          # (k, top_k)
         top_p = np.take_along_axis(p, order, axis=1)                      # (k, top_k)
         labels, conf = order[:, 0].tolist(), top_p[:, 0].tolist()
         order_l, top_l = order.tolist(), top_p.tolist()
-        for i, name in enumerate(batch.names):
-            if batch.errors[i] is not None:
-                yield Row(name, error=batch.errors[i])
+        for i, (source, index) in enumerate(zip(batch.sources, batch.indices)):
+            if batch.errors[i] is not None or not finite[i]:
+                yield Row(source, index, error=batch.errors[i] or "the model's scores for it are not finite numbers "
+                                                                   "(its weights overflow on this input)")
                 continue
-            yield Row(name, labels[i], model.class_names[labels[i]], conf[i],
+            yield Row(source, index, labels[i], model.class_names[labels[i]], conf[i],
                       list(zip(order_l[i], top_l[i])),
-                      p[i] if keep_probs else None, batch.images[i] if keep_images else None)
+                      p[i] if keep_probs else None, batch.images[i] if keep_images else None, warning=warning[i])
+
+
+def _batch_notes(batch, pending: collections.deque) -> list[dict | None]:
+    """The preprocessing's notes per entry of ``batch``: a dict for each image file decoded
+    (``iter_batches`` preprocesses them in order and yields them in that order, so the notes
+    queued since the last batch are this batch's), None for array rows and failed entries."""
+    decoded = [i for i, (index, error) in enumerate(zip(batch.indices, batch.errors)) if index is None and error is None]
+    notes: list[dict | None] = [None] * len(batch.errors)
+    if len(pending) != len(decoded):            # never expected: rather no notes than another image's
+        pending.clear()
+        pending.extend({} for _ in decoded)
+    for i in decoded:
+        notes[i] = pending.popleft()
+    return notes

@@ -26,6 +26,10 @@ MAX_PIXELS = 100_000_000
 # JPEG (and some other) decoders can decode at 1/2, 1/4, 1/8 scale for free; a digit keeps
 # plenty of detail at this many pixels on the shorter side.
 DRAFT_SIZE = 512
+# Other formats above REDUCE_ABOVE pixels are reduced (box filter) by a whole factor that keeps
+# at least REDUCE_TO pixels on the shorter side, before conversion to float: a 12-megapixel
+# PNG would otherwise be 48 MB of float32 for a digit that needs a few hundred pixels.
+REDUCE_ABOVE, REDUCE_TO = 4_000_000, 1024
 # Ink brighter than the background by less than this (on a 0-1 scale) is no ink at all.
 MIN_CONTRAST = 0.08
 # Pixels above this fraction of the ink's contrast decide the bounding box (JPEG ringing
@@ -42,7 +46,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as greyscale float32 (H, W) in [0, 1] (1 = white).
 
     PNG, JPEG, BMP, GIF, TIFF and anything else Pillow reads (first frame only); transparent
-    pixels are composited onto white, the EXIF orientation is applied. Raises DataError with
+    pixels are composited onto white, the EXIF orientation is applied. Large images come back
+    smaller: a JPEG decoded at 1/2-1/8 scale (at least DRAFT_SIZE px a side), anything else
+    above REDUCE_ABOVE pixels reduced to at least REDUCE_TO px on the shorter side. Raises DataError with
     one line for a missing/unreadable file, a file that is not an image, or an image of more
     than MAX_PIXELS pixels (refused from its header, before decoding).
     """
@@ -58,6 +64,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                 if im.format == "JPEG":
                     im.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
                 im = ImageOps.exif_transpose(im)
+                if w * h > REDUCE_ABOVE and im.mode in ("L", "LA", "RGB", "RGBA") and min(im.size) >= 2 * REDUCE_TO:
+                    im = im.reduce(min(im.size) // REDUCE_TO)   # a 12 MP PNG: what draft does for JPEG
                 try:
                     return _to_gray(im)
                 except DataError as e:
@@ -163,20 +171,47 @@ def _checked_gray(gray) -> np.ndarray:
     return gray
 
 
-def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> np.ndarray:
+def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX, *,
+             notes: dict | None = None, steps: dict | None = None) -> np.ndarray:
     """MNIST preprocessing of a greyscale image (H, W) in [0, 1] -> float32 (size, size) in
-    [0, 1], white ink on black.
+    [0, 1], white ink on black. The one preprocessing of images: predict, ``data import``,
+    the drawing page and inspect all call it.
 
     Steps, as LeCun et al. made MNIST: detect polarity (dark ink on light paper is inverted)
     -> remove the background level -> crop to the ink's bounding box -> scale the longer side
     to ``box`` px keeping the aspect ratio, anti-aliased -> paste into size×size shifted so
-    the centre of mass is at pixel (size/2, size/2). A blank image (nothing stands out from
-    the background) raises DataError rather than feeding the network an empty field.
+    the centre of mass is at pixel (size/2, size/2). A photo first goes through
+    ``photo.find_ink`` (the sheet, uneven light, ruled lines and stray marks removed); a clean
+    image comes out exactly as it always did. A blank image (nothing stands out from the
+    background) raises DataError rather than feeding the network an empty field.
+
+    ``notes``, when given, receives what the doubt rules read (``photo.Found.notes``);
+    ``steps`` receives the images of each step for ``--show`` (see ``preprocess_steps``).
     """
+    from digitnet.photo import NoInk, find_ink
+
     gray = _checked_gray(gray)
-    ink = _ink_bright(gray)
+    try:
+        found = find_ink(gray)
+    except NoInk as e:
+        if not e.even:
+            raise DataError("no digit found: the image is blank (no ink stands out from the paper)") from None
+        found = None                                   # a clean image: the plain path decides
+    ink = _ink_bright(gray) if found is None or found.clean else found.ink
+    if notes is not None and found is not None:
+        notes.update(found.notes)
     top, bottom, left, right = _ink_box(ink)
-    ink = _thin_bold(ink[top:bottom, left:right], box)
+    if steps is not None:
+        steps.update(found=found, ink=ink, box=(top, bottom, left, right))
+    out = _mnist_field(_thin_bold(ink[top:bottom, left:right], box), size, box)
+    if steps is not None:
+        steps["input"] = out
+    return out
+
+
+def _mnist_field(ink: np.ndarray, size: int, box: int) -> np.ndarray:
+    """Cropped ink (h, w) -> (size, size): longer side scaled to ``box``, peak 1, centre of mass
+    at the field's centre."""
     h, w = ink.shape
     scale = box / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -195,13 +230,61 @@ def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX) -> 
     return out
 
 
-def resize_plain(gray: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
+def resize_plain(gray: np.ndarray, size: int = MNIST_SIZE, *, notes: dict | None = None,
+                 steps: dict | None = None) -> np.ndarray:
     """What ``--no-preprocess`` feeds: the whole image resized to size×size (anti-aliased,
     aspect ratio not kept), float32 in [0, 1]. It does NOT invert: a dark-on-light image
-    reaches the network dark-on-light, which is the point of comparing with ``to_mnist``."""
+    reaches the network dark-on-light, which is the point of comparing with ``to_mnist``.
+    ``notes`` and ``steps`` as for ``to_mnist`` (there are no notes; the one step is the input)."""
     gray = _checked_gray(gray)
-    return np.clip(_resize(gray, size, size), 0, 1)
+    out = np.clip(_resize(gray, size, size), 0, 1)
+    if steps is not None:
+        steps["input"] = out
+    return out
 
 
-# The model file's "preprocessing" names one of these.
+# The model file's "preprocessing" names one of these; each is fn(gray, size, *, notes, steps).
 PREPROCESSORS = {"mnist": to_mnist, "none": resize_plain}
+
+
+def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28) -> list[tuple[str, np.ndarray]]:
+    """What ``--show`` draws for one image, so a user sees why an answer came out: (title,
+    grey image (h, w) in [0, 1], at most ``height`` px tall and 2·height wide) per step:
+    the image as analysed with the sheet's outline in white when one was found, the paper
+    removed (ink bright), the components kept (white), dropped (grey) and the lines taken out
+    (dim), and the size×size the network saw. A clean image shows the first and the last:
+    it takes MNIST's steps alone. Raises DataError as ``to_mnist`` does."""
+    from digitnet.components import dilate
+
+    steps: dict = {}
+    x = to_mnist(gray, size, steps=steps)
+    found = steps.get("found")
+    work = found.work if found is not None else _checked_gray(gray)
+    picture = work.copy()
+    if found is not None and found.sheet is not None:
+        picture[found.sheet & dilate(~found.sheet, max(1, max(work.shape) // (2 * height)))] = 1.0
+    panels = [("image", picture)]
+    if found is not None and not found.clean:
+        d = found.darkness
+        panels.append(("paper removed", d / max(float(d.max()), 1e-6)))
+        parts = np.zeros(work.shape, np.float32)
+        parts[found.lines] = 0.2
+        parts[found.dropped] = 0.45
+        parts[found.kept] = 1.0
+        panels.append(("kept", parts))
+    panels = [(title, _fit(a, height)) for title, a in panels]
+    return panels + [("network saw", x)]
+
+
+def _fit(a: np.ndarray, height: int) -> np.ndarray:
+    """a scaled (box filter) to at most ``height`` px tall and 2·height wide, keeping thin
+    strokes visible: each output pixel is the brighter of its box's mean and max/2."""
+    h, w = a.shape
+    scale = min(height / h, 2 * height / w, 1.0)
+    if scale >= 1.0:
+        return np.clip(a, 0, 1).astype(np.float32)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    im = Image.fromarray(np.ascontiguousarray(a, np.float32), mode="F")
+    mean = np.asarray(im.resize((nw, nh), Image.Resampling.BOX), np.float32)
+    peak = np.asarray(im.resize((nw, nh), Image.Resampling.NEAREST, reducing_gap=None), np.float32)
+    return np.clip(np.maximum(mean, peak / 2), 0, 1)

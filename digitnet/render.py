@@ -13,10 +13,13 @@ import os
 import sys
 
 import numpy as np
-from rich.box import SIMPLE, Box
+from rich.box import HEAVY_HEAD, SIMPLE, Box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+from digitnet.termtext import terminal_safe
 
 RAMP = " .:-=+*#%@"
 HALF = "▀"
@@ -24,12 +27,99 @@ HALF = "▀"
 SIMPLE_ASCII = Box("    \n    \n -- \n    \n    \n -- \n    \n    \n")
 
 
+def fits_the_width(table: Table) -> Table:
+    """Mark a table laid out for the console's width (a teaching screen: `inspect` fits 80
+    columns), so that in a pipe it is wrapped to the width like text, not printed unwrapped."""
+    table.fits_the_width = True
+    return table
+
+
+def _unwrapped(o) -> bool:
+    return isinstance(o, Table) and not getattr(o, "fits_the_width", False)
+
+
+class _Console(Console):
+    """A rich Console that, when its output is not a terminal, prints tables of data at their
+    natural width (never wrapped at 80 columns or cut) and without the spaces that pad each
+    line (see fits_the_width for the exception)."""
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (``| head``): let the command's error handling end it quietly,
+        with the same exit code whatever was being printed (rich's own choice is exit 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+    def print(self, *objects, **kwargs):
+        if self.is_terminal or not any(_unwrapped(o) for o in objects):
+            return super().print(*objects, **kwargs)
+        for o in objects:
+            if _unwrapped(o):
+                self._print_unwrapped(o, **kwargs)
+            else:
+                super().print(o, **kwargs)
+
+    def _print_unwrapped(self, table: Table, **kwargs) -> None:
+        kwargs.pop("width", None)
+        width = max(natural_width(self, table), Text(str(table.title or "")).cell_len)
+        saved = self._width
+        self.width = max(width, 1)           # print(width=…) cannot go beyond the console's own width
+        try:
+            with self.capture() as capture:
+                super().print(table, **kwargs)
+        finally:
+            self._width = saved
+        text = "\n".join(line.rstrip() for line in capture.get().split("\n"))
+        self.file.write(text)
+        self.file.flush()
+
+
 def make_console(stderr: bool = False, width: int | None = None) -> Console:
-    """A console for stdout (or stderr): colour only on a terminal without NO_COLOR."""
+    """A console for stdout (or stderr): colour only on a terminal without NO_COLOR; in a
+    pipe, tables are never wrapped or padded (see _Console)."""
     stream = sys.stderr if stderr else sys.stdout
     no_color = bool(os.environ.get("NO_COLOR")) or not stream.isatty()
-    return Console(file=stream, no_color=no_color, highlight=False, soft_wrap=False, width=width,
-                   color_system=None if no_color else "auto", emoji=False)
+    return _Console(file=stream, no_color=no_color, highlight=False, soft_wrap=False, width=width,
+                    color_system=None if no_color else "auto", emoji=False)
+
+
+def natural_width(console: Console, renderable) -> int:
+    """The width a renderable takes when nothing limits it (a table with no cell wrapped)."""
+    return Measurement.get(console, console.options.update_width(1 << 16), renderable).maximum
+
+
+FOLD_WIDTH = 12     # a column that may wrap (a path, a sentence) can be this narrow
+
+
+def fits(console: Console, table: Table) -> bool:
+    """True when ``table`` fits the console with every no-wrap column (numbers) whole; the
+    columns allowed to wrap count at FOLD_WIDTH at most."""
+    elastic = [(c, c.max_width) for c in table.columns if not c.no_wrap]
+    for c, _ in elastic:
+        c.max_width = min(c.max_width or FOLD_WIDTH, FOLD_WIDTH)
+    try:
+        return natural_width(console, table) <= console.width
+    finally:
+        for c, w in elastic:
+            c.max_width = w
+
+
+def fit_table(console: Console, build, steps: int) -> Table:
+    """``build(k)`` for the smallest k in 0..steps whose table fits the terminal's width:
+    step k drops or abbreviates one more column, so numbers are never cut ("1…"). In a pipe
+    nothing is dropped (k = 0): the table is printed at its natural width."""
+    if not console.is_terminal:
+        return build(0)
+    for k in range(steps + 1):
+        table = build(k)
+        if fits(console, table):
+            return table
+    return table
+
+
+def cell(text) -> Text:
+    """User text (a file, class or data-set name) as a table cell: never rich markup, never
+    a control character."""
+    return Text(terminal_safe(text))
 
 
 def is_plain(console: Console) -> bool:
@@ -128,15 +218,18 @@ def sparkline(values, width: int = 40, plain: bool = False) -> str:
     return "".join(ticks[i] for i in idx)
 
 
-def confusion_table(cm: np.ndarray, class_names, plain: bool, title: str = "Confusion matrix (rows: true, columns: predicted)") -> Table:
+def confusion_table(cm: np.ndarray, class_names, plain: bool, title: str = "Confusion matrix (rows: true, columns: predicted)",
+                    compact: int = 0) -> Table:
     """The confusion matrix as a table; in colour each cell is shaded by its share of the row
-    (green on the diagonal, red off it); in plain mode off-diagonal counts are marked '*'."""
+    (green on the diagonal, red off it); in plain mode off-diagonal counts are marked '*'.
+    ``compact`` 1 heads the columns by label number instead of (short) class name."""
     cm = np.asarray(cm)
-    short = [n if len(n) <= 5 else n[:4] + "…" for n in class_names]
+    short = [terminal_safe(n if len(n) <= 5 else n[:4] + "…") for n in class_names]
+    heads = [str(i) for i in range(len(cm))] if compact else short
     table = Table(title=title, show_lines=False, pad_edge=False, padding=(0, 1), title_justify="left")
-    table.add_column("true", justify="right", style="bold")
-    for name in short:
-        table.add_column(name, justify="right")
+    table.add_column("true", justify="right", style="bold", no_wrap=True)
+    for name in heads:
+        table.add_column(Text(name), justify="right", no_wrap=True)
     rows = cm.sum(axis=1, keepdims=True).clip(min=1)
     for i, name in enumerate(short):
         cells = []
@@ -150,38 +243,69 @@ def confusion_table(cm: np.ndarray, class_names, plain: bool, title: str = "Conf
                 k = int(40 + 180 * share ** 0.5)
                 color = f"rgb(0,{k},0)" if i == j else f"rgb({k},0,0)"
                 cells.append(Text(str(count), style=f"bold white on {color}"))
-        table.add_row(name, *cells)
+        table.add_row(Text(f"{i} {name}" if compact and name != str(i) else name), *cells)
     return table
 
 
-def history_table(history: list[dict], best_epoch: int | None = None) -> Table:
-    """Per-epoch training history; the best epoch (by validation accuracy) is marked."""
+HISTORY_COLUMNS = ("epoch", "loss", "train acc", "val acc", "val loss", "lr", "seconds", "samples/s")
+
+
+def history_table(history: list[dict], best_epoch: int | None = None, compact: int = 0) -> Table:
+    """Per-epoch training history; the best epoch (by validation accuracy) is marked.
+    ``compact`` k drops the last k columns of HISTORY_COLUMNS (samples/s first)."""
+    columns = HISTORY_COLUMNS[:len(HISTORY_COLUMNS) - compact] if compact else HISTORY_COLUMNS
     table = Table(title="Training", title_justify="left", padding=(0, 1))
-    for col in ("epoch", "lr", "loss", "train acc", "val loss", "val acc", "seconds", "samples/s"):
-        table.add_column(col, justify="right")
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
     shown = history if len(history) <= 12 else history[:3] + [None] + history[-8:]
+    pct = lambda v: "—" if v is None else f"{v:.2%}"  # noqa: E731
     for h in shown:
         if h is None:
-            table.add_row("…", *[""] * 7)
+            table.add_row("…", *[""] * (len(columns) - 1))
             continue
         mark = " *" if h["epoch"] == best_epoch else ""
-        pct = lambda v: "—" if v is None else f"{v:.2%}"  # noqa: E731
-        table.add_row(f"{h['epoch']}{mark}", f"{h['lr']:.3g}", f"{h['loss']:.4f}", pct(h["accuracy"]),
-                      "—" if h["val_loss"] is None else f"{h['val_loss']:.4f}", pct(h["val_accuracy"]),
-                      f"{h['seconds']:.2f}", f"{h['samples_per_second']:,.0f}")
+        values = {"epoch": f"{h['epoch']}{mark}", "lr": f"{h['lr']:.3g}", "loss": f"{h['loss']:.4f}",
+                  "train acc": pct(h["accuracy"]), "val loss": "—" if h["val_loss"] is None else f"{h['val_loss']:.4f}",
+                  "val acc": pct(h["val_accuracy"]), "seconds": f"{h['seconds']:.2f}",
+                  "samples/s": f"{h['samples_per_second']:,.0f}"}
+        table.add_row(*(values[c] for c in columns))
     if best_epoch:
         table.caption = f"* best epoch (kept): {best_epoch}"
     return table
 
 
-def per_class_table(per_class: list[dict]) -> Table:
-    """Precision, recall, F1 and support per class."""
-    table = Table(title="Per class", title_justify="left", padding=(0, 1))
-    for col in ("class", "precision", "recall", "f1", "support"):
-        table.add_column(col, justify="right")
+def per_class_table(per_class: list[dict], averages: dict | None = None, accuracy: float | None = None,
+                    n: int | None = None, compact: int = 0) -> Table:
+    """Precision, recall, F1 and support per class, as scikit-learn's classification_report
+    lays them out: the classes, then accuracy, macro and weighted averages under a rule.
+    Classes with no true and no predicted sample are left out (nothing to report on them).
+    For narrow terminals ``compact`` 1 abbreviates the headers, 2 also draws no vertical
+    rules and names classes and averages briefly, 3, 4, 5 drop the support, F1 and recall
+    columns in turn; the numbers themselves are never cut."""
+    heads = ("class", "precision", "recall", "f1", "support") if not compact else ("class", "prec", "rec", "f1", "n")
+    heads = heads[:max(2, 5 - max(0, compact - 2))]
+    table = Table(title="Per class", title_justify="left", padding=(0, 1), box=SIMPLE if compact >= 2 else HEAVY_HEAD,
+                  show_edge=compact < 2, pad_edge=compact < 2)
+    for col in heads:
+        table.add_column(col, justify="right", no_wrap=True)
+
+    def add(name, *values):
+        table.add_row(name, *values[:len(heads) - 1])
+
     for row in per_class:
-        name = row["name"] if row["name"] == str(row["label"]) else f"{row['label']} {row['name']}"
-        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        if not row["support"] and not row.get("predicted", 1):
+            continue
+        name = str(row["label"]) if compact >= 2 or row["name"] == str(row["label"]) else f"{row['label']} {row['name']}"
+        add(cell(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", f"{row['support']:,}")
+    if averages:
+        if table.rows:
+            table.rows[-1].end_section = True
+        if accuracy is not None:
+            add("accuracy", "", "", f"{accuracy:.3f}", f"{n:,}" if n is not None else "")
+        for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
+            a = averages[key]
+            add(label.split()[0] if compact >= 2 else label, f"{a['precision']:.3f}", f"{a['recall']:.3f}",
+                f"{a['f1']:.3f}", f"{a['support']:,}")
     return table
 
 
@@ -210,7 +334,7 @@ def layer_table(rows: list[dict], plain: bool) -> Table:
                             for name, shape in r["arrays"].items()) if k else ""
         cells = [str(r["layer"]), r["name"], r["type"], shape_text(r["output_shape"]), arrays, f"{r['parameters']:,}"]
         table.add_row(*(Text(c) for c in cells), style=None if r["parameters"] else "dim")
-    return table
+    return fits_the_width(table)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,17 +559,37 @@ def count_bars(counts, class_names, plain: bool, width: int = 30) -> Text:
 # ---------------------------------------------------------------------------------------------
 # Charts
 
-def line_chart(series, plain: bool, height: int = 8, width: int = 60, fmt=lambda v: f"{v:.3f}", x_label: str = "epoch") -> Text:
+SCALES = {
+    # name: (position on the y axis, from a value; the values it can draw)
+    "linear": (lambda v: v, lambda v: np.isfinite(v)),
+    "log": (lambda v: np.log10(np.where(v > 0, v, np.nan)), lambda v: np.isfinite(v) & (v > 0)),
+    # accuracies: by the error 1 - v on a log scale, so 98% → 99% is as tall as 80% → 90%
+    "error-log": (lambda v: -np.log10(np.clip(1.0 - v, 1e-6, None)), lambda v: np.isfinite(v) & (v <= 1)),
+}
+
+
+def line_chart(series, plain: bool, height: int = 8, width: int = 60, fmt=lambda v: f"{v:.3f}", x_label: str = "epoch",
+               scale: str = "linear", best: int | None = None, both: tuple[str, str] = ("◉", "@")) -> Text:
     """A small chart of one or more sequences sharing the y axis: ``series`` is a list of
     (name, values, colour, mark, plain_mark); None values are skipped. One column per point
-    (two when there is room), resampled when there are more points than ``width``."""
-    data = [(name, np.array([np.nan if v is None else float(v) for v in values]), colour, mark, pmark)
-            for name, values, colour, mark, pmark in series]
+    (two when there is room), resampled when there are more points than ``width``.
+
+    ``scale`` is "linear", "log" (costs: every factor of ten as tall) or "error-log"
+    (accuracies: by the log of 1 − v, so the last percent gets room); the axis labels give
+    the values at the top, middle and bottom. Where two series meet in one cell the cell
+    shows ``both`` (colour, plain) rather than whichever came last, and the legend says so.
+    ``best`` (a 1-based point, e.g. the epoch kept) is marked under the x axis."""
+    position, drawable = SCALES[scale]
+    data = []
+    for name, values, colour, mark, pmark in series:
+        v = np.array([np.nan if x is None else float(x) for x in values], np.float64)
+        v = np.where(drawable(v), v, np.nan)
+        data.append((name, v, colour, mark, pmark))
     finite = np.concatenate([d[1][np.isfinite(d[1])] for d in data]) if data else np.zeros(0)
     if finite.size == 0:
         return Text("(no history)", style="dim")
     n = max(len(d[1]) for d in data)
-    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = float(position(np.array(finite.min()))), float(position(np.array(finite.max())))
     if hi == lo:
         lo, hi = lo - 0.5, hi + 0.5
     if 2 * n - 1 <= width:                                     # room to space the points out
@@ -454,17 +598,31 @@ def line_chart(series, plain: bool, height: int = 8, width: int = 60, fmt=lambda
         cols = min(width, n)
         points = [(c, int(round(c * (n - 1) / max(cols - 1, 1)))) for c in range(cols)]
     grid: list[list[tuple[str, str]]] = [[(" ", "")] * cols for _ in range(height)]
-    for name, v, colour, mark, pmark in data:
+    owner: dict[tuple[int, int], int] = {}
+    met = False
+    for j, (name, v, colour, mark, pmark) in enumerate(data):
+        y = position(v)
         for c, i in points:
-            if i >= len(v) or not np.isfinite(v[i]):
+            if i >= len(v) or not np.isfinite(y[i]):
                 continue
-            r = int(round((hi - v[i]) / (hi - lo) * (height - 1)))
+            r = int(round((hi - y[i]) / (hi - lo) * (height - 1)))
+            if owner.get((r, c), j) != j:                          # another series is already here
+                grid[r][c] = (both[1] if plain else both[0], "" if plain else "bold")
+                met = True
+                continue
+            owner[(r, c)] = j
             grid[r][c] = (pmark if plain else mark, "" if plain else colour)
-    labels = [fmt(hi), fmt(lo)]
-    gutter = max(len(s) for s in labels)
+    # labels: the values at the top, the middle and the bottom row (the inverse of the scale)
+    top, bottom = float(finite.max()), float(finite.min())
+    middle_pos = (hi + lo) / 2
+    middle = {"linear": middle_pos, "log": 10 ** middle_pos, "error-log": 1 - 10 ** -middle_pos}[scale]
+    labels = {0: fmt(top), height - 1: fmt(bottom)}
+    if height >= 5:
+        labels[(height - 1) // 2] = fmt(middle)
+    gutter = max(len(s) for s in labels.values())
     text = Text()
     for r in range(height):
-        label = labels[0] if r == 0 else labels[1] if r == height - 1 else ""
+        label = labels.get(r, "")
         text.append(f"{label:>{gutter}} " + ("|" if plain else "┤" if label else "│"))
         for ch, style in grid[r]:
             text.append(ch, style=style)
@@ -474,9 +632,22 @@ def line_chart(series, plain: bool, height: int = 8, width: int = 60, fmt=lambda
     first, last = "1", str(n)
     axis = f"{x_label} {first}".ljust(max(cols - len(last), len(x_label) + 3)) + last
     text.append(" " * (gutter + 2) + axis + "\n")
+    if best is not None and 1 <= best <= n:
+        c = min((c for c, i in points if i >= best - 1), default=cols - 1)
+        note = f"^ best {x_label} {best}"
+        at = gutter + 2 + c
+        room = gutter + 2 + max(cols, len(axis), 30)
+        text.append((" " * at + note) if at + len(note) <= room
+                    else (" " * max(0, at - len(note) + 1) + f"best {x_label} {best} ^"), style="bold")
+        text.append("\n")
     legend = Text(" " * (gutter + 2))
     for j, (name, _, colour, mark, pmark) in enumerate(data):
         legend.append(pmark if plain else mark, style="" if plain else colour)
-        legend.append(f" {name}" + ("   " if j < len(data) - 1 else ""))
+        legend.append(f" {name}" + ("   " if j < len(data) - 1 or met else ""))
+    if met:
+        legend.append(both[1] if plain else both[0], style="" if plain else "bold")
+        legend.append(" both")
+    if scale != "linear":
+        legend.append("   (log scale)" if scale == "log" else "   (scale: log of the error)", style="dim")
     text.append_text(legend)
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -18,8 +19,43 @@ def pytest_configure(config):
     if soft == resource.RLIM_INFINITY or soft > cap:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+# Debian's dataset-fashion-mnist; DIGITNET_TEST_FASHION points elsewhere (the suite's own test
+# of the CI rule below uses it to pretend the data set is missing).
+FASHION = Path(os.environ.get("DIGITNET_TEST_FASHION", "/usr/share/datasets/fashion-mnist"))
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "user-digits"
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true, as CI services set it): missing set-up is a failure there."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+MISSING_FASHION = (f"Fashion-MNIST is not installed ({FASHION}; Debian's dataset-fashion-mnist, "
+                   "which .ci/run installs)")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> Path:
+    """The Fashion-MNIST IDX folder. Where it is not installed the test is skipped, except
+    with CI=true, where a missing data set fails the test instead of hiding it."""
+    if not FASHION.is_dir():
+        if in_ci():
+            pytest.fail(f"CI=true: {MISSING_FASHION}", pytrace=False)
+        pytest.skip(MISSING_FASHION)
+    return FASHION
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With CI=true, any test skipped because Fashion-MNIST is missing (whatever spelling its
+    skip reason uses, e.g. a skipif on FASHION.is_dir()) is reported as failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not FASHION.is_dir():
+        reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if "fashion" in reason.lower():
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: a missing data set fails, it does not skip ({reason})"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,7 +15,20 @@ from digitnet.cli import app
 from digitnet.modelfile import load_model
 
 DIGITNET = Path(sys.executable).with_name("digitnet")
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "digitnet.npz"
 runner = CliRunner()
+
+
+def accuracy_by_hand(model, images, labels) -> float:
+    """A dense ReLU network's accuracy from its weights, with a forward pass written here
+    (z = a W^T + b, ReLU between layers; the largest output wins): a second implementation."""
+    a = images.reshape(len(images), -1).astype(np.float64) / 255
+    dense = [v for v in model.network.views if "W" in v]
+    for i, v in enumerate(dense):
+        a = a @ v["W"].astype(np.float64).T + v["b"]
+        if i < len(dense) - 1:
+            a = np.maximum(a, 0)
+    return float(np.mean(a.argmax(axis=1) == labels))
 
 
 def all_commands(group, prefix=()):
@@ -38,20 +52,22 @@ def test_every_command_has_help_with_an_example():
         assert "Example" in result.output, f"{' '.join(path)} --help has no example"
 
 
-def test_train_json_and_evaluate_json(tmp_path):
+def test_train_json_and_evaluate_json(tmp_path, embedded):
     out = tmp_path / "m.npz"
     r = runner.invoke(app, ["train", "--hidden", "16", "--epochs", "2", "--no-augment", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert {"accuracy", "epochs", "seconds", "samples_per_second", "out"} <= set(summary)
-    assert summary["epochs"] == 2 and summary["out"] == str(out) and 0.5 < summary["accuracy"] <= 1
     model = load_model(out)
+    expected = accuracy_by_hand(model, embedded.test_images, embedded.test_labels)
+    assert summary["epochs"] == 2 and summary["out"] == str(out)
+    assert summary["accuracy"] == summary["test_accuracy"] == pytest.approx(expected, abs=1e-9)
     assert model.network.mlp() == ((784, 16, 10), "relu", "softmax") and model.config["augment"] is False
     assert model.config["layers"] == "" and model.config["hidden"] == [16]
     r = runner.invoke(app, ["evaluate", str(out), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert report["accuracy"] == pytest.approx(expected, abs=1e-9)
     assert report["n"] == 2000 and len(report["confusion_matrix"]) == 10
     assert {"label", "name", "precision", "recall", "f1", "support"} <= set(report["per_class"][0])
 
@@ -100,24 +116,58 @@ def test_console_script_and_python_dash_m(tiny_model):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-def test_progress_view_on_a_terminal_across_epochs():
+def _terminal():
     import io
 
     from rich.console import Console
 
-    from digitnet.cli.train import ProgressView
+    buf = io.StringIO()
+    return buf, Console(file=buf, force_terminal=True, width=120, highlight=False)
+
+
+def _stats(epoch, loss, acc, val=None, lr=0.1):
     from digitnet.training import EpochStats
 
-    buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, width=100, highlight=False)
-    with ProgressView(console, epochs=3) as view:
+    return EpochStats(epoch, lr, loss, acc, None if val is None else loss, val, 1.0, 1000.0)
+
+
+def test_progress_view_says_what_the_first_seconds_are_and_keeps_the_clock_moving():
+    """Before the first chunk (kernels compiling, the first augmentation) the status says so
+    and its elapsed clock runs on its own; then the bar counts the epoch, with the time left
+    for the whole run; between epochs the status names the augmentation."""
+    import time
+
+    from digitnet.cli.train import ProgressView
+
+    buf, console = _terminal()
+    with ProgressView(console, epochs=3, n_classes=10, augment=True) as view:
+        task = view.progress.tasks[0]
+        assert task.description == "starting: compiling the kernels (first run only), augmenting"
+        time.sleep(1.3)                                             # nothing reported: the clock still moves
+        assert "0:00:01" in buf.getvalue()
         for epoch in range(3):
             for done in (10, 20, 30):
+                time.sleep(0.01)
                 view.chunk(epoch, done, 30, 0.5 / (epoch + 1), 0.8)
-            view.epoch(EpochStats(epoch + 1, 0.1, 0.5, 0.8, 0.4, 0.85, 1.0, 1000.0))
+            assert task.description == f"epoch {epoch + 1:>3}/3" and task.completed == 30
+            assert task.fields["eta"].endswith(" left")
+            view.epoch(_stats(epoch + 1, 0.5 / (epoch + 1), 0.8, 0.85))
+            if epoch < 2:
+                assert task.description == f"augmenting epoch {epoch + 2}"
     text = buf.getvalue()
-    assert "epoch   3: loss 0.5000" in text and "val acc 85.00%" in text
-    assert view.progress.tasks[0].completed == 30 and view.progress.tasks[0].fields["epoch"] == 3
+    assert "epoch   3: loss 0.1667" in text and "val acc 85.00%" in text and "hint" not in text
+
+
+def test_progress_view_counts_a_resumed_run_from_its_own_start():
+    from digitnet.cli.train import ProgressView
+
+    _, console = _terminal()
+    with ProgressView(console, epochs=2) as view:
+        view.chunk(30, 5, 10, 0.1, 0.9)                             # a resumed model's epoch 31
+        assert view.progress.tasks[0].description == "epoch   1/2"
+        view.epoch(_stats(31, 0.1, 0.9))
+        view.chunk(31, 5, 10, 0.1, 0.9)
+        assert view.progress.tasks[0].description == "epoch   2/2"
 
 
 def test_progress_view_in_a_pipe_prints_epoch_lines_only():
@@ -126,13 +176,34 @@ def test_progress_view_in_a_pipe_prints_epoch_lines_only():
     from rich.console import Console
 
     from digitnet.cli.train import ProgressView
-    from digitnet.training import EpochStats
 
     buf = io.StringIO()
     with ProgressView(Console(file=buf, force_terminal=False), epochs=1) as view:
         view.chunk(0, 5, 10, 0.3, 0.9)
-        view.epoch(EpochStats(1, 0.1, 0.3, 0.9, None, None, 2.0, 500.0))
-    assert buf.getvalue() == "epoch   1: loss 0.3000  train acc 90.00%  2.00 s  500 samples/s\n"
+        view.epoch(_stats(1, 0.3, 0.9))
+    assert buf.getvalue() == "epoch   1: loss 0.3000  train acc 90.00%  1.00 s  1,000 samples/s\n"
+
+
+def test_learning_rate_hints_after_an_epoch():
+    """A cost that rises sharply suggests a lower rate; accuracy at chance level (1/classes)
+    says the network is not learning; each hint once, in a pipe too."""
+    import io
+
+    from rich.console import Console
+
+    from digitnet.cli.train import ProgressView
+
+    buf = io.StringIO()
+    with ProgressView(Console(file=buf, force_terminal=False, width=300), epochs=4, n_classes=4) as view:
+        view.epoch(_stats(1, 0.8, 0.6, 0.6, lr=3.0))
+        view.epoch(_stats(2, 1.1, 0.5, 0.5, lr=3.0))               # 1.1 < 1.5 × 0.8: not yet
+        view.epoch(_stats(3, 1.15, 0.35, 0.36, lr=3.0))            # 0.36 ≤ 1.5/4: chance level
+        view.epoch(_stats(4, 2.0, 0.3, 0.3, lr=3.0))               # 2.0 > 1.5 × 0.8: rising
+        view.epoch(_stats(5, 3.0, 0.3, 0.3, lr=3.0))
+    hints = [line for line in buf.getvalue().splitlines() if line.startswith("hint:")]
+    assert hints == ["hint: accuracy 36.0% is chance level (25% for 4 classes): the network is not learning at lr 3; "
+                     "a rate too high saturates it (try --lr 0.3), one too low barely moves it (try --lr 30)",
+                     "hint: the cost rose from 0.8000 to 2.0000: the learning rate (lr 3) looks too high; try --lr 0.3"]
 
 
 def test_help_examples_keep_their_lines():
@@ -202,3 +273,117 @@ def test_train_layers_and_adam_then_resume(tmp_path, digits_npz):
     assert len(lines) == 1 and "--resume keeps the model's network (conv4x5:relu,pool2,dense16:relu,dropout0.25" \
         in lines[0], r.stderr
     assert out.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# one surface for scripts
+
+MINE = [("predict",), ("evaluate",), ("inspect", "summary"), ("inspect", "weights"), ("inspect", "activations"),
+        ("inspect", "noise"), ("inspect", "dream"), ("inspect", "errors"), ("data", "list"), ("data", "show")]
+
+
+CHOICES = {("predict",): ["--format table|csv|tsv|jsonl"], ("evaluate",): ["--split test|train"],
+           ("inspect", "activations"): ["--split test|train"], ("inspect", "errors"): ["--split test|train"],
+           ("data", "show"): ["--split train|test"]}
+
+
+@pytest.mark.parametrize("path", MINE, ids=[" ".join(p) for p in MINE])
+def test_help_lists_choices_without_type_noise_and_fits_80_columns(path):
+    """Options with choices list them (--format table|csv|tsv|jsonl); no Typer noise such as
+    <list[str]>, <str> or {INPUT...}...; at 80 columns no line is longer (so no example breaks
+    mid-word); the model option reads the same everywhere it is."""
+    import re
+
+    out = runner.invoke(app, [*path, "--help"], terminal_width=80).output
+    assert not re.search(r"<(str|list\[str\])>|\{[A-Za-z.]+\}", out), out
+    assert max(len(line) for line in out.splitlines()) <= 80, max(out.splitlines(), key=len)
+    for choices in CHOICES.get(path, ()):
+        assert choices in out, (choices, out)
+    if "--model" in out:
+        assert "-m, --model MODEL" in out and "./models/digitnet.npz (where train writes)" in " ".join(out.split())
+
+
+def test_predict_help_usage_line():
+    out = runner.invoke(app, ["predict", "--help"], terminal_width=80).output
+    assert out.splitlines()[0] == "Usage: digitnet predict [OPTIONS] INPUT..."
+    assert "--format table|csv|tsv|jsonl" in out and "-f," not in out     # -f is --force's letter
+
+
+@pytest.mark.parametrize("alias, cost, output", [("mse", "quadratic", "sigmoid"), ("squared-error", "quadratic", "sigmoid"),
+                                                 ("log-loss", "cross-entropy", "softmax")])
+def test_cost_aliases_reach_the_saved_model(tmp_path, digits_npz, alias, cost, output):
+    out = tmp_path / "m.npz"
+    r = runner.invoke(app, ["train", "--data", str(digits_npz), "--hidden", "8", "--epochs", "1", "--no-augment",
+                            "--cost", alias, "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    m = load_model(out)
+    assert m.network.cost == cost and m.network.output == output and m.config["cost"] == cost
+    helptext = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).output.split())
+    assert "mse" in helptext and "log-loss" in helptext
+
+
+def test_resume_continues_from_the_saved_weights(tmp_path, digits_npz):
+    """--resume starts from the file's weights, not from a fresh network: at a learning rate
+    too small to move them, the resumed model's weights are the saved ones (a restart from
+    scratch would give the seed's initial weights), and its first epoch's cost is the saved
+    model's, not an untrained network's."""
+    from digitnet.training import TrainConfig
+
+    out = tmp_path / "m.npz"
+    r = runner.invoke(app, ["train", "--data", str(digits_npz), "--hidden", "16", "--epochs", "3", "--no-augment",
+                            "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    saved = load_model(out)
+    again = tmp_path / "again.npz"
+    r = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "1", "--lr", "1e-12", "--out", str(again), "--json"])
+    assert r.exit_code == 0, r.output
+    resumed = load_model(again)
+    fresh = TrainConfig(hidden=(16,), seed=saved.config["seed"]).build((28, 28), 10)
+    assert np.allclose(resumed.network.params, saved.network.params, atol=1e-6)
+    assert not np.allclose(resumed.network.params, fresh.params, atol=1e-2)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[3]["loss"] < saved.history[0]["loss"]
+
+
+def test_one_rule_for_the_default_model(tiny_model, tmp_path):
+    """Outside the repository: train writes ./models/digitnet.npz, and predict, evaluate and
+    inspect then use it; without it, the shipped model; $DIGITNET_MODEL first of all."""
+    import shutil
+
+    import cli_helpers
+
+    here = tmp_path / "work"
+    (here / "models").mkdir(parents=True)
+
+    def used(**extra) -> set[str]:
+        ev = json.loads(cli_helpers.run(["evaluate", "--json"], cwd=here, **extra).stdout)["model"]
+        summary = json.loads(cli_helpers.run(["inspect", "summary", "--json", "--no-test"], cwd=here, **extra).stdout)["path"]
+        return {ev, summary}
+
+    assert used() == {str(SHIPPED)}
+    shutil.copy(tiny_model, here / "models" / "digitnet.npz")
+    assert used() == {"models/digitnet.npz"}
+    mine = cli_helpers.run(["predict", "--json", str(SHIPPED.parent.parent / "tests" / "data")], cwd=here)
+    assert mine.returncode in (0, 1)
+    assert used(DIGITNET_MODEL=SHIPPED.parent / "mnist-3b1b.npz") == {str(SHIPPED.parent / "mnist-3b1b.npz")}
+
+
+def test_data_names_are_data_not_markup(tmp_path, embedded):
+    """`data show` and `data list` print data-set and class names as they are: rich markup
+    kept literally, a control character made visible, nothing crashing."""
+    import cli_helpers
+
+    set_path = tmp_path / "[red]mine[i].npz"
+    np.savez(set_path, train_images=embedded.train_images[:20], train_labels=np.arange(20) % 2,
+             class_names=np.array(["[bold]even", "odd\x1b[2J"]))
+    r = cli_helpers.run(["data", "show", set_path, "-n", "2"], PYTHONIOENCODING="utf-8:strict")
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert out.startswith("[red]mine[i]: train split") and "#0 0 [bold]even" in out and "\x1b" not in out
+    imported = tmp_path / "xdg" / "digitnet" / "imported"
+    imported.mkdir(parents=True)
+    (imported / "[bold]set\x07.npz").write_bytes(set_path.read_bytes())
+    r = cli_helpers.run(["data", "list"], XDG_DATA_HOME=tmp_path / "xdg", COLUMNS=300)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert "[bold]set\\x07 " in out and "\x07" not in out

@@ -92,8 +92,68 @@ def test_summary(tiny_model):
     assert info["activation"] == "relu" and info["output"] == "softmax" and info["cost"] == "cross-entropy"
     assert [(r["name"], r["parameters"], r["weight_layer"]) for r in info["layers"]] == [
         ("flatten", 0, None), ("dense32", 25120, 1), ("relu", 0, None), ("dense10", 330, 2), ("softmax", 0, None)]
-    assert 0.5 < info["test_accuracy"] <= 1
-    assert js("summary", tiny_model, "--json", "--no-test")["test_accuracy"] is None
+
+
+def accuracy_by_hand(path, images, labels) -> float:
+    """A dense ReLU network's accuracy from its weights, forward pass written here."""
+    import numpy as np
+
+    from digitnet.modelfile import load_model
+
+    a = images.reshape(len(images), -1).astype(np.float64) / 255
+    dense = [v for v in load_model(path).network.views if "W" in v]
+    for i, v in enumerate(dense):
+        a = a @ v["W"].astype(np.float64).T + v["b"]
+        a = np.maximum(a, 0) if i < len(dense) - 1 else a
+    return float(np.mean(a.argmax(axis=1) == labels))
+
+
+def test_summary_test_accuracy_recorded_measured_or_neither(tiny_model, tmp_path, embedded):
+    """By default the accuracy recorded in the file; --test measures it now (here the file
+    records a wrong number on purpose, so only a real measurement matches); --no-test never
+    measures."""
+    from digitnet.modelfile import load_model, save_model
+
+    m = load_model(tiny_model)
+    m.meta["test_accuracy"] = 0.123
+    save_model(m, tmp_path / "recorded.npz")
+    truth = accuracy_by_hand(tiny_model, embedded.test_images, embedded.test_labels)
+    assert js("summary", tmp_path / "recorded.npz", "--json")["test_accuracy"] == 0.123
+    measured = js("summary", tmp_path / "recorded.npz", "--json", "--test")
+    assert measured["test_accuracy"] == pytest.approx(truth, abs=1e-9) and "measured now" in measured["test_note"]
+    m.meta.pop("test_accuracy")
+    save_model(m, tmp_path / "unrecorded.npz")
+    assert js("summary", tmp_path / "unrecorded.npz", "--json")["test_accuracy"] == pytest.approx(truth, abs=1e-9)
+    assert js("summary", tmp_path / "unrecorded.npz", "--json", "--no-test")["test_accuracy"] is None
+
+
+def test_summary_charts_show_both_series_the_best_epoch_and_a_log_scale(tmp_path):
+    """Where train and validation meet they show as '@' (not one over the other), the cost is
+    on a log scale (its labels: top, geometric middle, bottom), the best epoch is marked, and
+    a note says training accuracy was measured on augmented images."""
+    from digitnet.modelfile import load_model, save_model
+
+    m = load_model(SHIPPED / "mnist-3b1b.npz")
+    loss = [1.0, 0.1, 0.01, 0.01]
+    m.history = [{"epoch": i + 1, "lr": 3.0, "loss": v, "accuracy": 0.5 + 0.1 * i, "val_loss": v if i < 3 else 0.02,
+                  "val_accuracy": 0.5 + 0.1 * i if i != 1 else 0.55, "seconds": 1.0, "samples_per_second": 1.0}
+                 for i, v in enumerate(loss)]
+    m.meta["best_epoch"] = 3
+    m.config = {**m.config, "augment": True}
+    save_model(m, tmp_path / "h.npz")
+    out = ok("summary", tmp_path / "h.npz", "--no-test")
+    cost = out[out.index("cost per epoch"):out.index("accuracy per epoch")].splitlines()
+    rows = {line.split("|")[0].strip(): line for line in cost if "|" in line}
+    assert list(rows) == ["1.0000", "", "0.1000", "0.0100"]             # top, geometric middle, bottom
+    assert rows["1.0000"].endswith("|@")                                 # epoch 1: both at 1.0
+    legend = next(line for line in cost if "train" in line)
+    assert legend.strip() == "* train   o validation   @ both   (log scale)"
+    best = next(line for line in cost if "best epoch" in line)
+    assert best.strip() == "^ best epoch 3"
+    assert rows["0.0100"][best.index("^")] == "@"                        # epoch 3: both at 0.01, marked best
+    acc = out[out.index("accuracy per epoch"):].splitlines()
+    assert any(line.rstrip().endswith("*") for line in acc) and any(line.rstrip().endswith("o") for line in acc)
+    assert "on the augmented images" in flat(out)
 
 
 def test_weights_first_layer_grid_and_png(tiny_model, tmp_path):
@@ -101,11 +161,14 @@ def test_weights_first_layer_grid_and_png(tiny_model, tmp_path):
 
     out = ok("weights", tiny_model, "--neurons", "0:5")
     assert all(f"#{i} ±" in out for i in range(5)) and "#5 ±" not in out
+    assert ok("weights", tiny_model, "-n", "0:5") == out                      # the older spelling
     png = tmp_path / "w.png"
     ok("weights", tiny_model, "--neurons", "0:16", "--png", png)
     with Image.open(png) as im:          # 16 pictures: a 4 × 4 grid of 28·4 px tiles, 2 px apart
         assert im.size == (4 * 112 + 3 * 2, 4 * 112 + 3 * 2) and im.mode == "RGB"
-    ok("weights", tiny_model, "--neurons", "3", "--png", png)
+    again = run("weights", tiny_model, "--neurons", "3", "--png", png)
+    assert again.exit_code == 2 and "pass --force" in again.output and again.output.count("\n") == 1
+    ok("weights", tiny_model, "--neurons", "3", "--png", png, "--force")
     with Image.open(png) as im:
         assert im.size == (112, 112)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.png"]     # no temporary files left
@@ -143,10 +206,25 @@ def test_activations_usage(tiny_model, tmp_path):
         assert r.exit_code == 2 and "error:" in r.output, args
 
 
-def test_noise_json_and_determinism(tiny_model):
+def test_noise_json_and_determinism(tiny_model, tmp_path):
+    import numpy as np
+
+    from digitnet.modelfile import Model, save_model
+    from digitnet.nn.network import Network, dense_layers
+
     data = js("noise", tiny_model, "--samples", "500", "--json")
     assert {"samples", "mean_confidence", "class_counts"} <= set(data)
-    assert data["samples"] == 500 and sum(data["class_counts"].values()) == 500 and 0 < data["mean_confidence"] <= 1
+    assert data["samples"] == 500 and sum(data["class_counts"].values()) == 500
+    # worked by hand: zero weights score every class 1/10; a bias of 30 on output 3 says "3", sure
+    net = Network.init(dense_layers((784, 10), "relu", "softmax"), (1, 28, 28), "cross-entropy", seed=0)
+    net.params[:] = 0
+    save_model(Model(net, tuple("0123456789")), tmp_path / "flat.npz")
+    assert js("noise", tmp_path / "flat.npz", "-n", "50", "--json")["mean_confidence"] == pytest.approx(0.1)
+    next(v for v in net.views if "b" in v)["b"][3] = 30.0
+    save_model(Model(net, tuple("0123456789")), tmp_path / "three.npz")
+    sure = js("noise", tmp_path / "three.npz", "-n", "50", "--json")
+    assert sure["class_counts"]["3"] == 50 and sure["mean_confidence"] == pytest.approx(1.0, abs=1e-9)
+    assert np.isclose(sure["median_confidence"], 1.0)
     a, b = ok("noise", tiny_model, "--samples", "200"), ok("noise", tiny_model, "--samples", "200")
     c = ok("noise", tiny_model, "--samples", "200", "--seed", "1")
     assert a == b and a != c
@@ -326,10 +404,18 @@ def test_activations_preprocess_an_image_as_predict_does(tiny_model, tmp_path):
     assert not np.allclose(a, b, atol=1e-3) and np.allclose(b, c)    # the preprocessings differ on this image
 
 
-@pytest.mark.parametrize("name,arch", [("mnist-3b1b.npz", "784 -> 16 -> 16 -> 10"),
-                                       ("digitnet.npz", "784 -> 512 -> 256 -> 10")])
-def test_shipped_version_1_models(name, arch):
+@pytest.mark.parametrize("name", ["mnist-3b1b.npz", "digitnet.npz"])
+def test_shipped_models(name):
+    """Every view works on the shipped models (the 3b1b one is a version-1 file), and the
+    summary names the architecture the file holds."""
+    from digitnet.modelfile import load_model
+    from digitnet.nn.spec import describe_layers
+
     path = SHIPPED / name
+    net = load_model(path).network
+    mlp = net.mlp()
+    arch = " -> ".join(map(str, mlp[0])) if mlp else describe_layers(net.layers).split(",")[0]
+    assert name != "mnist-3b1b.npz" or arch == "784 -> 16 -> 16 -> 10"
     out = ok("summary", path, "--no-test")
     assert arch in out and "W1 " in out
     assert "#1 ±" in ok("weights", path, "--neurons", "0:2")
@@ -343,26 +429,64 @@ def test_user_names_are_never_markup(tmp_path):
 
     path = tmp_path / "[bold]m[i].npz"
     save_model(conv_network(names=[f"[i]{d}" for d in range(9)] + ["[/]9"]), path)
-    for args in (["summary", path, "--no-test"], ["weights", path, "--png", tmp_path / "[red]w.png"],
+    for args in (["summary", path, "--no-test"], ["weights", path, "--png", tmp_path / "[red]w.png", "--force"],
                  ["weights", path, "--layer", "2", "--neurons", "0"], ["activations", path, "--index", "3"],
                  ["noise", path, "--samples", "20"], ["dream", path, "9", "--steps", "2"], ["errors", path, "--limit", "2"]):
         out = ok(*args)
         assert "[bold]m[i].npz" in out, args
-    assert "[red]w.png" in flat(ok("weights", path, "--png", tmp_path / "[red]w.png"))
+    assert "[red]w.png" in flat(ok("weights", path, "--png", tmp_path / "[red]w.png", "--force"))
     assert "only leans towards '[/]9' here" in flat(ok("dream", path, "9", "--steps", "2"))
     assert "is sure this is a '[/]9'" in flat(ok("dream", path, "9", "--steps", "30"))
     assert "[i]7" in ok("activations", path, "--index", "0") and "[/]9" in ok("noise", path, "--samples", "20")
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="no shared sample digits")
-def test_activations_from_an_image_file(tiny_model):
-    image = sorted(SAMPLES.glob("3_*.png"))[0]
-    out = ok("activations", tiny_model, image)
-    assert str(image.name) in out and "layer 1" in out
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory, embedded):
+    """A test digit as a person's image (dark on light, larger): made here, never skipped."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("png") / "three.png"
+    Image.fromarray(255 - embedded.test_images[30]).resize((84, 84)).save(path)
+    return path
 
 
-def test_no_inspect_path_imports_numba(tiny_model, conv_model, tmp_path):
+def test_activations_from_an_image_file(tiny_model, digit_png):
+    out = ok("activations", tiny_model, digit_png)
+    assert digit_png.name in out and "layer 1" in out
+    assert ok("activations", digit_png, "-m", tiny_model) == out                # the model as --model
+    assert ok("activations", digit_png, "--model", tiny_model) == out
+
+
+def test_one_convention_for_the_model_and_counts(tiny_model, digit_png, monkeypatch):
+    """--model/-m everywhere (the model first still works); -n is how many; --limit is --count."""
+    assert js("dream", "3", "-m", tiny_model, "--steps", "5", "--json") == \
+        js("dream", tiny_model, "3", "--steps", "5", "--json")
+    assert js("errors", "-m", tiny_model, "-n", "3", "--json") == js("errors", tiny_model, "--limit", "3", "--json")
+    assert js("noise", "-m", tiny_model, "-n", "30", "--json") == js("noise", tiny_model, "--samples", "30", "--json")
+    assert js("activations", "-m", tiny_model, "--index", "4", "--json") == \
+        js("activations", tiny_model, "--index", "4", "--json")
+    both = run("summary", tiny_model, "-m", str(tiny_model) + "x")
+    assert both.exit_code == 2 and "two models named" in both.output
+    monkeypatch.setenv("DIGITNET_MODEL", str(tiny_model))
+    assert js("summary", "--json", "--no-test")["path"] == str(tiny_model)
+    assert run("dream", "x").exit_code == 2 and run("dream", "1", "2", "3").exit_code == 2
+
+
+def test_weights_json(tiny_model):
+    import numpy as np
+
+    from digitnet.modelfile import load_model
+
+    data = js("weights", tiny_model, "--layer", "2", "--neurons", "1,4", "--json")
+    net = load_model(tiny_model).network
+    W, b = net.views[3]["W"], net.views[3]["b"]
+    assert data["type"] == "dense" and data["shape"] == [10, 32] and data["neurons"] == [1, 4]
+    assert np.allclose(data["weights"], W[[1, 4]], atol=1e-6)
+    assert data["bias"] == pytest.approx([b[1], b[4]], abs=1e-6)
+
+
+def test_no_inspect_path_imports_numba(tiny_model, conv_model, tmp_path, digit_png):
     """Every inspect command in one fresh interpreter; numba must never be imported."""
-    image = next(iter(sorted(SAMPLES.glob("*.png"))), None) if SAMPLES.is_dir() else None
+    image = digit_png
     code = f"""
 import sys
 from typer.testing import CliRunner

@@ -8,24 +8,45 @@ Nothing here imports numba: the NumPy forward pass is all they need.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from digitnet.cli.common import dump_json, handle_errors
+from digitnet.cli.common import Command, dump_json, handle_errors, load_model_for, model_option, one_of
 
 app = typer.Typer(help="Look inside a trained network: weights, activations, noise, dreams, mistakes.\n\n"
-                       "Example:  digitnet inspect weights models/mnist-3b1b.npz",
+                       "Example:  digitnet inspect weights -m models/mnist-3b1b.npz",
                   no_args_is_help=True, rich_markup_mode=None)
 
-MODEL_HELP = "Model file [default: $DIGITNET_MODEL or the shipped model]."
+OLD_MODEL_HELP = "The model (as --model; the older spelling)."
 SEED_HELP = "Seed for the random images (same model and seed, same output)."
+SPLITS = ("test", "train")
 
 
-def _model(path: Optional[Path]):
-    from digitnet.modelfile import default_model_path, load_model
+def _model(*given: Optional[Path]):
+    return load_model_for(*given)
 
-    return load_model(path or default_model_path())
+
+def _model_then(args: list[str], what: str, takes_model_alone: bool = False) -> tuple[str | None, str | None]:
+    """(model, the other argument) from ``[MODEL] WHAT``: the model first is the older
+    spelling of --model (scripts may use it); one argument is WHAT, unless it names a model
+    file (.npz) or ``takes_model_alone`` (WHAT is given some other way, e.g. --index)."""
+    from digitnet.errors import UsageError
+
+    if len(args) > 2:
+        raise UsageError(f"too many arguments ({' '.join(args)}): give [MODEL] {what}, or --model MODEL {what}")
+    if len(args) == 2:
+        return args[0], args[1]
+    if len(args) == 1 and (takes_model_alone or args[0].lower().endswith(".npz")):
+        return args[0], None
+    return None, (args[0] if args else None)
+
+
+def _names(m) -> list[str]:
+    """The model's class names, safe to print (a class name is data, never markup)."""
+    from digitnet.termtext import terminal_safe
+
+    return [terminal_safe(n) for n in m.class_names]
 
 
 def _console():
@@ -54,17 +75,27 @@ def _pct(v) -> str:
 # summary
 
 def summary_command(
-    model: Optional[Path] = typer.Argument(None, help=MODEL_HELP),
-    test: bool = typer.Option(True, "--test/--no-test", help="Also measure accuracy on the test split of the model's data set now."),
+    model_arg: Optional[Path] = typer.Argument(None, metavar="[MODEL]", help=OLD_MODEL_HELP),
+    model: Optional[Path] = model_option(),
+    test: Optional[bool] = typer.Option(None, "--test/--no-test",
+                                        help="--test: measure the accuracy on the test split of the model's data set "
+                                             "now; --no-test: never [default: the accuracy recorded when it was "
+                                             "trained, else measured now]."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Architecture, a table of the layers (output shape and parameters of each, as Keras'
     model.summary()), data set, config, training history and accuracies."""
+    import dataclasses
+
     from digitnet import analysis
 
-    m = _model(model)
+    m = _model(model_arg, model)
     info = analysis.model_summary(m)
-    info["test_accuracy"], info["test_note"] = analysis.test_accuracy(m, measure=test)
+    if test:            # measured now, whatever the file recorded
+        fresh = dataclasses.replace(m, meta={k: v for k, v in m.meta.items() if k != "test_accuracy"})
+        info["test_accuracy"], info["test_note"] = analysis.test_accuracy(fresh, measure=True)
+    else:
+        info["test_accuracy"], info["test_note"] = analysis.test_accuracy(m, measure=test is None)
     if as_json:
         dump_json(info)
         return
@@ -75,16 +106,16 @@ def _render_summary(info: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from digitnet.render import layer_table, line_chart
+    from digitnet.render import fits_the_width, layer_table, line_chart, terminal_safe
 
     console, plain = _console()
     arrow = " -> " if plain else " → "
-    grid = Table.grid(padding=(0, 2))
+    grid = fits_the_width(Table.grid(padding=(0, 2)))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
 
     def row(name: str, value: str) -> None:              # values may hold user text: never markup
-        grid.add_row(name, Text(value))
+        grid.add_row(name, Text(terminal_safe(value)))
 
     h, w = info["input_shape"]
     if info["sizes"]:
@@ -117,7 +148,7 @@ def _render_summary(info: dict) -> None:
     row("accuracy", f"train {_pct(info['final_train_accuracy'])} (last epoch), validation {_pct(info['best_val_accuracy'])} "
                     f"(best epoch), test {_pct(info['test_accuracy'])}")
     row("", f"test: {info['test_note']}")
-    console.print(Text.assemble((Path(info["path"]).name, "bold"), f"  ({info['path']})"))
+    console.print(Text.assemble((terminal_safe(Path(info["path"]).name), "bold"), f"  ({terminal_safe(info['path'])})"))
     console.print(grid)
     console.print()
     console.print(Text("layers", style="bold"))
@@ -125,32 +156,45 @@ def _render_summary(info: dict) -> None:
     h = info["history"]
     if h:
         width = max(20, min(60, console.width - 12))
+        epochs = [r.get("epoch") for r in h]
+        best = epochs.index(info["best_epoch"]) + 1 if info["best_epoch"] in epochs else None
         loss = [("train", [r.get("loss") for r in h], "cyan", "●", "*"),
                 ("validation", [r.get("val_loss") for r in h], "magenta", "○", "o")]
         acc = [("train", [r.get("accuracy") for r in h], "cyan", "●", "*"),
                ("validation", [r.get("val_accuracy") for r in h], "magenta", "○", "o")]
         console.print()
-        console.print("[bold]cost per epoch[/]")
-        console.print(line_chart(loss, plain, height=6, width=width, fmt=lambda v: f"{v:.4f}"))
+        console.print(Text("cost per epoch", style="bold"))
+        console.print(line_chart(loss, plain, height=8, width=width, fmt=lambda v: f"{v:.4f}", scale="log", best=best))
         console.print()
-        console.print("[bold]accuracy per epoch[/]")
-        console.print(line_chart(acc, plain, height=6, width=width, fmt=lambda v: f"{v:.1%}"))
+        console.print(Text("accuracy per epoch", style="bold"))
+        console.print(line_chart(acc, plain, height=8, width=width, fmt=lambda v: f"{v:.2%}", scale="error-log",
+                                 best=best))
+        note = ("train: measured during each epoch while the weights change"
+                + (", on the augmented images (shifted, rotated, rescaled)" if (info["config"] or {}).get("augment") else "")
+                + "; validation: after the epoch, on the images as they are.")
+        console.print(Text(note, style="dim"))
 
 
 # ---------------------------------------------------------------------------------------------
 # weights
 
 def weights_command(
-    model: Optional[Path] = typer.Argument(None, help=MODEL_HELP),
-    layer: int = typer.Option(1, "--layer", "-l", help="Weight layer, counting only layers with weights (summary's W1, W2…): "
-                                                       "1 sees the pixels, L gives the outputs."),
-    neurons: str = typer.Option("0:16", "--neurons", "-n", help="Which neurons (dense) or filters (conv) of that layer: "
-                                                                "a range (0:16), a list (1,5,9) or ':' for all."),
-    channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Deeper conv layer: which input channels to draw "
+    model_arg: Optional[Path] = typer.Argument(None, metavar="[MODEL]", help=OLD_MODEL_HELP),
+    model: Optional[Path] = model_option(),
+    layer: int = typer.Option(1, "--layer", "-l", metavar="L",
+                              help="Weight layer, counting only layers with weights (summary's W1, W2…): "
+                                   "1 sees the pixels, L gives the outputs."),
+    neurons: str = typer.Option("0:16", "--neurons", metavar="RANGE",
+                                help="Which neurons (dense) or filters (conv) of that layer: "
+                                     "a range (0:16), a list (1,5,9) or ':' for all."),
+    neurons_n: Optional[str] = typer.Option(None, "-n", hidden=True),      # the older spelling of --neurons
+    channels: Optional[str] = typer.Option(None, "--channels", "-c", metavar="RANGE", help="Deeper conv layer: which input channels to draw "
                                                                          "per filter, as --neurons [default: as many as fit; "
                                                                          "--png: all]."),
     small: bool = typer.Option(False, "--small", help="Dense layer 1: draw each picture at 14×14 (2×2 averages) so more fit across."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also write the picture as a PNG image (enlarged)."),
+    png: Optional[Path] = typer.Option(None, "--png", metavar="FILE", help="Also write the picture as a PNG image (enlarged)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace the --png file if it exists (never the model itself)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: the weights of the neurons chosen."),
 ):
     """Heat maps of the weights: red positive, blue negative (plain: ' ' negative, '=' zero, '@' positive).
 
@@ -159,15 +203,29 @@ def weights_command(
     k×k weights on each input channel side by side (not averaged: the channels differ). Other
     dense layers: a matrix, one row per neuron."""
     from digitnet import analysis
+    from digitnet.cli.common import same_or_either
 
-    m = _model(model)
+    m = _model(model_arg, model)
+    if png is not None:                 # said before anything is drawn, not after
+        from digitnet.atomic import check_target
+
+        check_target(png, force, [m.path], "--png")
+    neurons = same_or_either("--neurons", None if neurons == "0:16" else neurons, neurons_n) or neurons
     W = analysis.layer_weights(m.network, layer)                   # dense (n_out, n_in); conv (F, C, k, k)
     n_layers = len(analysis.learned_layers(m.network))
+    if as_json:
+        idx = analysis.parse_neurons(neurons, W.shape[0], what="filters" if W.ndim == 4 else "neurons")
+        at = analysis.weight_layer_index(m.network, layer)
+        dump_json({"model": m.path, "layer": layer, "name": m.network.layers[at].describe(),
+                   "type": "conv" if W.ndim == 4 else "dense", "shape": list(W.shape), "neurons": idx.tolist(),
+                   "weights": [[round(float(v), 6) for v in W[i].ravel()] for i in idx],
+                   "bias": [round(float(m.network.views[at]["b"][i]), 6) for i in idx] if "b" in m.network.views[at] else None})
+        return
     console, plain = _console()
     plot = _conv_weights if W.ndim == 4 else _dense_weights
     picture = plot(m, W, layer, n_layers, neurons, channels, small, console, plain)
     if png is not None:
-        analysis.save_png(picture, png)
+        analysis.save_png(picture, png, force=force, inputs=[m.path])
         console.print(f"Wrote {_safe(png)} ({picture.shape[1]}×{picture.shape[0]} pixels)")
 
 
@@ -258,10 +316,13 @@ def _conv_weights(m, W, layer, n_layers, neurons, channels, small, console, plai
 
 
 def _safe(text) -> str:
-    """User text (file names, class names) made safe to print inside rich markup."""
+    """User text (file names, class names) made safe to print inside rich markup: no markup,
+    no control characters."""
     from rich.markup import escape
 
-    return escape(str(text))
+    from digitnet.termtext import terminal_safe
+
+    return escape(terminal_safe(text))
 
 
 def _ranges(idx) -> str:
@@ -280,12 +341,14 @@ def _ranges(idx) -> str:
 # activations
 
 def activations_command(
-    model: Path = typer.Argument(..., help="Model file (e.g. models/digitnet.npz)."),
-    image: Optional[Path] = typer.Argument(None, help="An image file (PNG, JPEG…), preprocessed as predict does."),
-    index: Optional[int] = typer.Option(None, "--index", "-i", help="Instead of an image: row N of a data set split."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data set for --index [default: the model's own]."),
-    split: str = typer.Option("test", "--split", help="test or train (for --index)."),
-    maps: str = typer.Option("0:16", "--maps", help="Conv layers: which feature maps to draw, as a range (0:16), "
+    args: Optional[List[str]] = typer.Argument(None, metavar="[MODEL] [IMAGE]",
+                                               help="An image file (PNG, JPEG…), preprocessed as predict does; a model "
+                                                    "file before it is the older spelling of --model."),
+    model: Optional[Path] = model_option(),
+    index: Optional[int] = typer.Option(None, "--index", "-i", metavar="N", help="Instead of an image: row N of a data set split."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="SPEC", help="Data set for --index [default: the model's own]."),
+    split: str = typer.Option("test", "--split", metavar="test|train", help="Which split, for --index."),
+    maps: str = typer.Option("0:16", "--maps", metavar="RANGE", help="Conv layers: which feature maps to draw, as a range (0:16), "
                                                     "a list (1,5,9) or ':' for all."),
     no_preprocess: bool = typer.Option(False, "--no-preprocess", help="Feed the image merely resized (as predict's "
                                                                       "--no-preprocess), not the model's preprocessing."),
@@ -302,7 +365,10 @@ def activations_command(
     from digitnet import analysis
     from digitnet.errors import UsageError
 
-    m = _model(model)
+    model_arg, image = _model_then(args or [], "IMAGE", takes_model_alone=index is not None)
+    image = Path(image) if image is not None else None
+    one_of(split, SPLITS, "--split")
+    m = _model(model_arg, model)
     if (image is None) == (index is None):
         raise UsageError("give an image file or --index N (not both)")
     label = None
@@ -336,13 +402,13 @@ def activations_command(
 def _render_activations(m, pixels, label, source, stages, confidence: float, picks) -> None:
     from rich.text import Text
 
-    from digitnet.render import activation_cells, digit, labelled, output_bars, tile
+    from digitnet.render import activation_cells, digit, labelled, output_bars, terminal_safe, tile
 
     console, plain = _console()
     out = stages[-1].values
     winner = int(out.argmax())
-    names = m.class_names
-    head = Text.assemble((Path(m.path).name, "bold"), f" on {source}: {names[winner]} ({confidence:.1%})")
+    names = _names(m)
+    head = Text.assemble((terminal_safe(Path(m.path).name), "bold"), f" on {terminal_safe(source)}: {names[winner]} ({confidence:.1%})")
     if label is not None:
         head.append("  right" if label == winner else f"  wrong: it is {names[label]}", style="green" if label == winner else "red")
     console.print(head)
@@ -410,23 +476,24 @@ def _feature_maps(console, plain, l: int, stage, idx) -> None:
 # noise
 
 def noise_command(
-    model: Optional[Path] = typer.Argument(None, help=MODEL_HELP),
-    samples: int = typer.Option(1000, "--samples", "-n", help="How many noise images."),
-    show: int = typer.Option(2, "--show", help="How many of them to draw.", min=0),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    model_arg: Optional[Path] = typer.Argument(None, metavar="[MODEL]", help=OLD_MODEL_HELP),
+    model: Optional[Path] = model_option(),
+    samples: int = typer.Option(1000, "--samples", "-n", metavar="N", help="How many noise images."),
+    show: int = typer.Option(2, "--show", metavar="N", help="How many of them to draw.", min=0),
+    seed: int = typer.Option(0, "--seed", metavar="N", help=SEED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Feed pure noise and see the network answer anyway, often confidently."""
     from digitnet import analysis
     from digitnet.render import count_bars, digit_grid
 
-    m = _model(model)
+    m = _model(model_arg, model)
     rep = analysis.noise_experiment(m, samples, seed, keep=show)
     if as_json:
         dump_json({"model": m.path, **rep.to_json(m.class_names)})
         return
     console, plain = _console()
-    names = m.class_names
+    names = _names(m)
     console.print(f"[bold]{_safe(Path(m.path).name)}[/] on {samples:,} images of uniform random pixels (seed {seed}):")
     if show:
         labels = [f"→ {names[p]} ({c:.0%})" for p, c in zip(rep.predicted, rep.confidence)]
@@ -444,39 +511,57 @@ def noise_command(
 # dream
 
 def dream_command(
-    model: Path = typer.Argument(..., help="Model file (e.g. models/digitnet.npz)."),
-    digit: int = typer.Argument(..., help="The class (output neuron) to excite, e.g. 3."),
-    steps: int = typer.Option(200, "--steps", help="Gradient-ascent steps."),
-    step_size: float = typer.Option(0.05, "--step-size", help="Largest change of any pixel per step."),
-    l2: float = typer.Option(0.0, "--l2", help="Penalty on distance from mid-grey (0 = none; try 0.01 for quieter images)."),
-    restarts: int = typer.Option(4, "--restarts", help="Starting images tried at once (black, grey, noise…); the best is kept."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also write the image as a PNG (8× enlarged)."),
+    args: List[str] = typer.Argument(..., metavar="[MODEL] DIGIT",
+                                     help="The class (output neuron) to excite, e.g. 3; a model file before it is the "
+                                          "older spelling of --model."),
+    model: Optional[Path] = model_option(),
+    steps: int = typer.Option(200, "--steps", metavar="N", help="Gradient-ascent steps."),
+    step_size: float = typer.Option(0.05, "--step-size", metavar="X", help="Largest change of any pixel per step."),
+    l2: float = typer.Option(0.0, "--l2", metavar="X", help="Penalty on distance from mid-grey (0 = none; try 0.01 for quieter images)."),
+    restarts: int = typer.Option(4, "--restarts", metavar="N", help="Starting images tried at once (black, grey, noise…); the best is kept."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help=SEED_HELP),
+    png: Optional[Path] = typer.Option(None, "--png", metavar="FILE", help="Also write the image as a PNG (8× enlarged)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace the --png file if it exists (never the model itself)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """The image the network would most like to see for DIGIT, found by gradient ascent on the pixels."""
+    from digitnet.errors import UsageError
+
+    model_arg, digit_text = _model_then(args, "DIGIT")
+    if digit_text is None:
+        raise UsageError("name the class to dream of (DIGIT), e.g. 3")
+    try:
+        digit = int(digit_text)
+    except ValueError:
+        raise UsageError(f"DIGIT must be a class number such as 3, not {digit_text!r}") from None
     from digitnet import analysis
     from digitnet.render import digit as digit_text
+    from rich.markup import escape
+
     from digitnet.render import grey_rgb, image_grid, labelled, output_bars, sparkline, tile
 
-    m = _model(model)
+    m = _model(model_arg, model)
+    if png is not None:                 # said before the gradient ascent, not after
+        from digitnet.atomic import check_target
+
+        check_target(png, force, [m.path], "--png")
     d = analysis.dream(m, digit, steps=steps, step_size=step_size, l2=l2, seed=seed, restarts=restarts)
     picture = image_grid(grey_rgb(d.image)[None], cols=1, zoom=8, gap=0)
     if png is not None:
-        analysis.save_png(picture, png)
+        analysis.save_png(picture, png, force=force, inputs=[m.path])
     if as_json:
         dump_json({"model": m.path, **d.to_json(m.class_names), "png": str(png) if png else None})
         return
     console, plain = _console()
-    name = m.class_names[digit]
-    console.print(f"[bold]{_safe(Path(m.path).name)}[/]: the input that most excites output {_safe(name)} "
+    name = _names(m)[digit]
+    console.print(f"[bold]{_safe(Path(m.path).name)}[/]: the input that most excites output {escape(name)} "
                   f"({d.steps} steps of gradient ascent, pixels kept in [0, 1]" + (f", l2 {l2:g}" if l2 else "") + ")")
     console.print(tile([labelled(f"its '{name}'", digit_text(d.image, plain)),
-                        labelled("output", output_bars(d.outputs, m.class_names, plain, width=10), fit=False)],
+                        labelled("output", output_bars(d.outputs, _names(m), plain, width=10), fit=False)],
                        console.width, gap=3))
-    console.print(f"output {_safe(name)}: {d.start_probability:.1%} → [bold]{d.probability:.1%}[/]   "
+    console.print(f"output {escape(name)}: {d.start_probability:.1%} → [bold]{d.probability:.1%}[/]   "
                   f"{sparkline(d.trace, width=min(40, console.width - 40), plain=plain)}")
-    verdict = f"is sure this is a '{_safe(name)}'" if d.probability >= 0.9 else f"only leans towards '{_safe(name)}' here"
+    verdict = f"is sure this is a '{escape(name)}'" if d.probability >= 0.9 else f"only leans towards '{escape(name)}' here"
     console.print(f"[dim]The network {verdict}. Does it look like one to you?[/]")
     if png is not None:
         console.print(f"Wrote {_safe(png)} ({picture.shape[1]}×{picture.shape[0]} pixels)")
@@ -486,10 +571,11 @@ def dream_command(
 # errors
 
 def errors_command(
-    model: Optional[Path] = typer.Argument(None, help=MODEL_HELP),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data set [default: the one the model was trained on]."),
-    split: str = typer.Option("test", "--split", help="test or train."),
-    limit: int = typer.Option(8, "--limit", "-n", help="How many mistakes to show."),
+    model_arg: Optional[Path] = typer.Argument(None, metavar="[MODEL]", help=OLD_MODEL_HELP),
+    model: Optional[Path] = model_option(),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="SPEC", help="Data set [default: the one the model was trained on]."),
+    split: str = typer.Option("test", "--split", metavar="test|train", help="Which split."),
+    limit: int = typer.Option(8, "--count", "-n", "--limit", metavar="N", help="How many mistakes to show."),
     small: bool = typer.Option(False, "--small", help="Draw each digit at 14×14 so more fit across."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
@@ -497,7 +583,8 @@ def errors_command(
     from digitnet import analysis
     from digitnet.render import digit_grid, shrink2
 
-    m = _model(model)
+    one_of(split, SPLITS, "--split")
+    m = _model(model_arg, model)
     images, labels, ds = analysis.load_split(m, data, split)
     mk = analysis.confident_errors(m, images, labels, limit)
     if as_json:
@@ -505,7 +592,7 @@ def errors_command(
                    **mk.to_json(m.class_names)})
         return
     console, plain = _console()
-    names = m.class_names
+    names = _names(m)
     console.print(f"[bold]{_safe(Path(m.path).name)}[/] on the {_safe(split)} split of {_safe(ds.name)}: {mk.n_wrong:,} of {mk.n:,} wrong "
                   f"({mk.n_wrong / max(mk.n, 1):.2%}); the {len(mk.index)} most confident mistakes "
                   "(true → predicted, confidence, row):")
@@ -520,30 +607,30 @@ def errors_command(
 HELP = {
     "summary": ("Architecture, a table of the layers (output shape, parameters), data set, config, "
                 "training history chart, accuracies.",
-                "digitnet inspect summary models/digitnet.npz\n  digitnet inspect summary --json | jq .parameters"),
+                "digitnet inspect summary -m models/digitnet.npz\n  digitnet inspect summary --json | jq .parameters"),
     "weights": ("The weights of one layer, blue negative, red positive: a dense layer that sees the pixels as "
                 "one 28×28 heat map per neuron; other dense layers as a matrix (a row per neuron); a first "
                 "conv layer as one k×k heat map per filter; a deeper conv layer as one row per filter, its "
                 "k×k weights on each input channel side by side (not averaged: --channels picks which).",
-                "digitnet inspect weights models/mnist-3b1b.npz --neurons 0:8 --png w.png\n"
-                "  digitnet inspect weights models/mnist-3b1b.npz --layer 3\n"
-                "  digitnet inspect weights lenet.npz --layer 2 --neurons 0:4 --channels 0:6"),
+                "digitnet inspect weights -m models/mnist-3b1b.npz --neurons 0:8\n"
+                "  digitnet inspect weights -m models/mnist-3b1b.npz --layer 3\n"
+                "  digitnet inspect weights -m lenet.npz --layer 2 --channels 0:6"),
     "activations": ("A forward pass drawn: the input (preprocessed as predict does), each layer's activations "
                     "and the output scores. Dense layers: a cell per neuron. Conv layers: their feature maps "
                     "after the activation (--maps picks which; maps over 16×16 drawn at half size, 2×2 max); "
                     "pooling layers are not drawn.",
-                    "digitnet inspect activations models/digitnet.npz my-digit.png\n"
-                    "  digitnet inspect activations models/digitnet.npz --index 7"),
+                    "digitnet inspect activations my-digit.png -m models/digitnet.npz\n"
+                    "  digitnet inspect activations --index 7"),
     "noise": ("Feed random-noise images: what the network claims to see, and how sure it is.",
-              "digitnet inspect noise models/mnist-3b1b.npz --samples 5000 --json"),
+              "digitnet inspect noise -m models/mnist-3b1b.npz -n 5000 --json"),
     "dream": ("Gradient ascent on the input: the image that most excites one output neuron.",
-              "digitnet inspect dream models/digitnet.npz 3 --png three.png"),
+              "digitnet inspect dream 3 --png three.png"),
     "errors": ("The most confidently wrong test digits, with true and predicted labels.",
-               "digitnet inspect errors models/digitnet.npz --limit 12 --small"),
+               "digitnet inspect errors -m models/digitnet.npz -n 12 --small"),
 }
 COMMANDS = {"summary": summary_command, "weights": weights_command, "activations": activations_command,
             "noise": noise_command, "dream": dream_command, "errors": errors_command}
 
 for _name, _fn in COMMANDS.items():
     _what, _example = HELP[_name]
-    app.command(_name, help=f"{_what}\n\n\b\nExample:\n  {_example}")(handle_errors(_fn))
+    app.command(_name, cls=Command, help=f"{_what}\n\n\b\nExample:\n  {_example}")(handle_errors(_fn))

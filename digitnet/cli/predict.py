@@ -7,128 +7,233 @@ from typing import List, Optional
 
 import typer
 
-from digitnet.cli.common import EXIT_FAILURE, error_line, handle_errors
+from digitnet.cli.common import EXIT_FAILURE, Command, error_line, handle_errors, load_model_for, model_option, \
+    one_of, same_or_either
 
 EXAMPLE = """
 \b
 Examples:
-  digitnet predict my-digit.png                      # a table: label, confidence, top 3
-  digitnet predict photos/ --show                    # every image in a folder, with what the network saw
+  digitnet predict my-digit.png          # a table: label, confidence, top 3
+  digitnet predict photos/ --show        # with the 28×28 the network saw
   digitnet predict t10k-images-idx3-ubyte.gz --format csv > labels.csv
-  find . -name '*.jpg' | digitnet predict - --format jsonl --top-k 5
+  find . -name '*.jpg' | digitnet predict - --json --top-k 5
+  digitnet predict - < my-digit.png      # image bytes on stdin
 """
 
 FORMATS = ("table", "csv", "tsv", "jsonl")
 TABLE_ROWS = 100   # rows per printed table, so a long run streams
 
 
-def _fmt_top(row) -> str:
-    return "  ".join(f"{label} {p:.0%}" for label, p in row.top)
+def _top_text(row, digits: int = 0) -> str:
+    return "  ".join(f"{label} {p:.{digits}%}" for label, p in row.top)
 
 
-def _label_text(row) -> str:
-    return str(row.label) if row.name == str(row.label) else f"{row.label} {row.name}"
+def _label_text(row, with_name: bool = True) -> str:
+    return str(row.label) if not with_name or row.name == str(row.label) else f"{row.label} {row.name}"
 
 
-def _print_tables(console, rows, model, show: bool, top_k: int) -> None:
-    """Print rows as tables of TABLE_ROWS rows with fixed column widths (header on the first)."""
-    from rich.table import Table
-    from rich.text import Text
+# ---------------------------------------------------------------------------------------------
+# csv / tsv / jsonl: one row per input, written and flushed as it comes
 
-    from digitnet.render import digit, is_plain
-
-    plain = is_plain(console)
-    group, first = [], True
-    name_width = None
-
-    def emit():
-        nonlocal first, name_width
-        if not group:
-            return
-        label_width = max(6, max(len(n) for n in model.class_names) + 3)
-        top_width = max(5, 9 * top_k)
-        if name_width is None:  # fixed by the first group, so later groups line up under it
-            rest = label_width + 10 + top_width + (29 if show else 0) + 5
-            name_width = max(5, min(60, max(len(r.input) for r in group), console.width - rest))
-        table = Table(show_header=first, padding=(0, 1), pad_edge=False, box=None, show_edge=False)
-        table.add_column("input", width=name_width, no_wrap=True, overflow="ellipsis")
-        if show:
-            table.add_column("network saw", width=28, no_wrap=True)
-        table.add_column("label", width=label_width, no_wrap=True)
-        table.add_column("confidence", width=10, justify="right", no_wrap=True)
-        table.add_column(f"top {top_k}", width=top_width, no_wrap=True)
-        for r in group:
-            shown = r.input if len(r.input) <= name_width else "…" + r.input[-(name_width - 1):]
-            seen = [digit(r.image, plain)] if show and r.image is not None else ([""] if show else [])
-            if r.error is not None:
-                table.add_row(Text(shown, style="red"), *seen, Text("error", style="bold red"), "",
-                              Text(("ERROR " if plain else "") + r.error, style="red"))
-                continue
-            conf = f"{r.confidence:.1%}" + (" ?" if r.low_confidence else "")
-            table.add_row(shown, *seen, _label_text(r), Text(conf, style="yellow" if r.low_confidence else ""),
-                          _fmt_top(r))
-        console.print(table)
-        group.clear()
-        first = False
-
-    flagged = 0
-    for row in rows:
-        group.append(row)
-        flagged += row.low_confidence
-        if len(group) >= TABLE_ROWS:
-            emit()
-    emit()
-    if flagged:
-        console.print(f"? = low confidence (below {_low():.0%}): {flagged} answer{'s' if flagged != 1 else ''} "
-                      "the network is unsure of; it is often confidently wrong on non-digits, too.")
+# The csv/tsv columns, in order, each a function of a Row (and top_k); --probs adds p0…pN
+# after them. A new column is one more entry (scripts read the header, not positions; the
+# first three have kept their places since the first version).
+COLUMNS = {
+    "input": lambda r: r.input,
+    "label": lambda r: "" if r.error is not None else str(r.label),
+    "confidence": lambda r: "" if r.error is not None else f"{r.confidence:.6f}",
+    "index": lambda r: "" if r.index is None else str(r.index),
+    "name": lambda r: "" if r.error is not None else r.name,
+    "top": lambda r: " ".join(f"{label}:{p:.6f}" for label, p in r.top),       # "7:0.981234 9:0.012000 …"
+    "error": lambda r: r.error or "",
+    "warning": lambda r: r.warning or "",                                    # why the answer is doubtful
+}
 
 
-def _low() -> float:
-    from digitnet.predict import LOW_CONFIDENCE
-
-    return LOW_CONFIDENCE
+def _exact_names(stream, errors: str) -> None:
+    """Let names that are not valid text (non-UTF-8 file names, kept by Python as surrogates)
+    through: ``surrogateescape`` writes their original bytes (csv), ``backslashreplace``
+    writes them as JSON's \\udcXX escapes (jsonl)."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors=errors)
+        except (ValueError, OSError):
+            pass
 
 
 def _write_delimited(rows, sep: str, probs: bool, n_classes: int) -> None:
-    """csv/tsv: header input,label,confidence (+ p0…pN), one line per row, flushed as it goes.
-    An error row has an empty label and confidence."""
+    """csv/tsv: a header of COLUMNS (+ p0…pN with --probs), one line per row, flushed as it
+    goes. An error row keeps its reason in ``error`` and leaves label, confidence, top empty."""
     import csv
     import sys
 
+    _exact_names(sys.stdout, "surrogateescape")
     writer = csv.writer(sys.stdout, delimiter=sep, lineterminator="\n")
-    writer.writerow(["input", "label", "confidence"] + ([f"p{i}" for i in range(n_classes)] if probs else []))
+    writer.writerow([*COLUMNS, *([f"p{i}" for i in range(n_classes)] if probs else [])])
+    sys.stdout.flush()
     for r in rows:
-        if r.error is not None:
-            writer.writerow([r.input, "", ""] + ([""] * n_classes if probs else []))
-        else:
-            writer.writerow([r.input, r.label, f"{r.confidence:.6f}"] + ([f"{p:.6f}" for p in r.probs] if probs else []))
+        extra = ([""] * n_classes if r.error is not None else [f"{p:.6f}" for p in r.probs]) if probs else []
+        writer.writerow([fn(r) for fn in COLUMNS.values()] + extra)
         sys.stdout.flush()
 
 
 def _write_jsonl(rows, probs: bool) -> None:
-    """jsonl: {"input", "label", "name", "confidence", "top": [[label, p], …]} (+ "probs"),
-    or {"input", "error"} for a failed input."""
+    """jsonl: {"input", "index", "label", "name", "confidence", "top": [[label, p], …],
+    "warning"} (+ "probs"), or {"input", "index", "error"} for a failed input; "index" is the
+    row of an array, IDX or CSV file, null for an image file; "warning" the reasons to doubt
+    the answer, null when there are none."""
     import json
     import sys
 
+    _exact_names(sys.stdout, "backslashreplace")
     for r in rows:
         if r.error is not None:
-            obj = {"input": r.input, "error": r.error}
+            obj = {"input": r.input, "index": r.index, "error": r.error}
         else:
-            obj = {"input": r.input, "label": r.label, "name": r.name, "confidence": round(r.confidence, 6),
-                   "top": [[label, round(p, 6)] for label, p in r.top]}
+            obj = {"input": r.input, "index": r.index, "label": r.label, "name": r.name,
+                   "confidence": round(r.confidence, 6), "top": [[label, round(p, 6)] for label, p in r.top],
+                   "warning": r.warning}
             if probs:
                 obj["probs"] = [round(float(p), 6) for p in r.probs]
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
         sys.stdout.flush()
 
 
+# ---------------------------------------------------------------------------------------------
+# the table
+
+def _safe(text) -> str:
+    from digitnet.termtext import terminal_safe
+
+    return terminal_safe(text)
+
+
+class _Layout:
+    """Column widths of the predict table, fixed by its first rows so later tables line up.
+    On a terminal a narrow width drops or shortens columns, in this order: the top-k column,
+    the class names after the labels, the word "confidence"; the input's name is shortened
+    from the left (its end is the informative part). Numbers are never cut. In a pipe
+    nothing is dropped and names are never shortened."""
+
+    def __init__(self, console, model, show: bool, top_k: int, rows):
+        self.terminal = console.is_terminal
+        self.show, self.top_k = show, top_k
+        self.top = True
+        self.with_names = True
+        self.conf_head = "confidence"
+        self.name_w = max(5, max((len(_safe(r.entry)) for r in rows), default=5))
+        names = [f"{i} {n}" if n != str(i) else n for i, n in enumerate(model.class_names)]
+        self.label_w = max(5, max(len(n) for n in names))
+        if not self.terminal:
+            return
+        need = lambda: (12 + self.rest())  # noqa: E731 — the input column at 12 characters at least
+        if need() > console.width:
+            self.top = False
+        if need() > console.width:
+            self.with_names, self.label_w = False, max(5, len(str(len(names) - 1)))
+        if need() > console.width:
+            self.conf_head = "conf"
+        self.name_w = max(5, min(self.name_w, console.width - self.rest()))
+
+    def conf_w(self) -> int:
+        return max(len(self.conf_head), 7)                     # "100.0% ?"
+
+    def top_w(self) -> int:
+        return 9 * self.top_k - 2
+
+    def rest(self) -> int:
+        """Width of every column but the input's, with the one-space gaps."""
+        w = self.label_w + 1 + self.conf_w() + 1
+        w += (28 + 1) if self.show else 0
+        w += (self.top_w() + 1) if self.top else 0
+        return w
+
+    def shorten(self, name: str) -> str:
+        if not self.terminal:
+            return name
+        return name if len(name) <= self.name_w else "…" + name[-(self.name_w - 1):]
+
+
+def _print_tables(console, rows, model, show: bool, top_k: int, per_table: int = TABLE_ROWS) -> None:
+    """Print rows as tables of ``per_table`` rows with fixed column widths (header on the first)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from digitnet.predict import LOW_CONFIDENCE
+    from digitnet.render import digit, is_plain, terminal_safe
+
+    plain = is_plain(console)
+    layout = None
+    group: list = []
+    first = True
+
+    def emit():
+        nonlocal first, layout
+        if not group:
+            return
+        if layout is None:
+            layout = _Layout(console, model, show, top_k, group)
+        elif not layout.terminal:                               # a pipe: the column grows, never cuts
+            layout.name_w = max(layout.name_w, max(len(terminal_safe(r.entry)) for r in group))
+        # collapse_padding: one space between columns, as _Layout counts them
+        table = Table(show_header=first, padding=(0, 1), collapse_padding=True, pad_edge=False, box=None, show_edge=False)
+        table.add_column("input", width=layout.name_w, no_wrap=True, overflow="ellipsis")
+        if show:
+            table.add_column("network saw", width=28, no_wrap=True)
+        table.add_column("label", width=layout.label_w, no_wrap=True)
+        table.add_column(layout.conf_head, width=layout.conf_w(), justify="right", no_wrap=True)
+        if layout.top:
+            table.add_column(f"top {top_k}", **({"width": layout.top_w()} if layout.terminal else {}), no_wrap=True)
+        for r in group:
+            shown = Text(layout.shorten(terminal_safe(r.entry)))
+            seen = [digit(r.image, plain)] if show and r.image is not None else ([""] if show else [])
+            if r.error is not None:
+                shown.stylize("red")
+                why = Text(("ERROR " if plain else "") + terminal_safe(r.error), style="red")
+                table.add_row(shown, *seen, Text("error", style="bold red"), "", *([why] if layout.top else []))
+                continue
+            conf = f"{r.confidence:.1%}" + (" ?" if r.warning else "")
+            cells = [shown, *seen, Text(terminal_safe(_label_text(r, layout.with_names))),
+                     Text(conf, style="yellow" if r.warning else "")]
+            if layout.top:
+                cells.append(_top_text(r))
+            table.add_row(*cells)
+        console.print(table)
+        group.clear()
+        first = False
+
+    reasons: dict[str, int] = {}
+    flagged = 0
+    for row in rows:
+        group.append(row)
+        if row.warning:
+            flagged += 1
+            for why in row.warning.split("; "):
+                reasons[why] = reasons.get(why, 0) + 1
+        if len(group) >= per_table:
+            emit()
+    emit()
+    if flagged:
+        low = f"below {LOW_CONFIDENCE:.0%}"
+        counts = ", ".join(f"{why}{f' ({low})' if why == 'low confidence' else ''}: {n}" for why, n in reasons.items())
+        console.print(Text(f"? = doubtful: {flagged} answer{'s' if flagged != 1 else ''} not to trust ({counts}); "
+                           "--format csv or jsonl names each one's reason in its warning."))
+
+
+# ---------------------------------------------------------------------------------------------
+
 def predict_command(
-    inputs: List[str] = typer.Argument(..., help="Image files, directories, - (paths on stdin), .npy, IDX or CSV files.",
-                                       metavar="INPUT..."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file [default: $DIGITNET_MODEL or the shipped model]."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, csv, tsv or jsonl (one row per input, streamed)."),
-    top_k: int = typer.Option(3, "--top-k", "-k", help="How many best guesses to list per input."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...",
+                                       help="Image files, folders, .npy, IDX or CSV files; - reads stdin: paths, one "
+                                            "per line (each answered before the next is read), or one image's bytes."),
+    model: Optional[Path] = model_option(),
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="table|csv|tsv|jsonl",
+                                      help="Output: a table, or one row per input for scripts (streamed) "
+                                           "[default: table; --json: jsonl]."),
+    fmt_short: Optional[str] = typer.Option(None, "-f", hidden=True),            # the older spelling of --format
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per input (as --format jsonl)."),
+    top_k: int = typer.Option(3, "--top-k", "-k", metavar="K", help="How many best guesses to list per input."),
     probs: bool = typer.Option(False, "--probs", help="Add every class's score (csv/tsv: p0…p9; jsonl: probs)."),
     no_preprocess: bool = typer.Option(False, "--no-preprocess",
                                        help="Feed images merely resized to 28×28 (no inversion, cropping or centring)."),
@@ -136,15 +241,14 @@ def predict_command(
 ):
     """Predict the digit in each input."""
     from digitnet.errors import UsageError
-    from digitnet.modelfile import default_model_path, load_model
     from digitnet.predict import predict_inputs
     from digitnet.render import make_console
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    fmt = same_or_either("--format", fmt, fmt_short, "jsonl" if as_json else None) or "table"
+    one_of(fmt, FORMATS, "--format")
     if show and fmt != "table":
         raise UsageError("--show draws the inputs in the table; it cannot be combined with --format " + fmt)
-    m = load_model(model or default_model_path())
+    m = load_model_for(model)
     failed = 0
 
     def rows():
@@ -153,11 +257,12 @@ def predict_command(
                                   keep_images=show):
             if row.error is not None:
                 failed += 1
-                error_line(f"{row.input}: {row.error}")
+                error_line(f"{row.entry}: {row.error}")
             yield row
 
     if fmt == "table":
-        _print_tables(make_console(), rows(), m, show, top_k)
+        # paths on stdin are answered one by one, as they come
+        _print_tables(make_console(), rows(), m, show, top_k, 1 if "-" in inputs else TABLE_ROWS)
     elif fmt == "jsonl":
         _write_jsonl(rows(), probs)
     else:
@@ -168,5 +273,6 @@ def predict_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``predict`` to the app."""
-    app.command("predict", help="Predict the digit in images, folders, arrays, IDX or CSV files.\n" + EXAMPLE)(
+    app.command("predict", cls=Command,
+                help="Predict the digit in images, folders, arrays, IDX or CSV files.\n" + EXAMPLE)(
         handle_errors(predict_command))
