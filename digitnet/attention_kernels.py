@@ -38,6 +38,7 @@ inf behave as without it, so divergence is still seen.
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
 
@@ -227,8 +228,9 @@ def _column_sums(a, nr, st, part, o):
 # Per head the products are tiny (T×d by d×T): OpenBLAS's small-matrix sgemm does them on the
 # strided q, k, v columns of qkv directly. The maps are kept transposed, keys × (heads ·
 # queries), attᵀ[j, h·T + i] = att[h, i, j], so the softmax over the keys runs down columns
-# and its loops go along rows H·T long: LLVM vectorises a loop only from 64 iterations, and
-# a row over the T keys (17 for 7×7 patches) would run one value at a time.
+# and its loops go along rows H·T long: here LLVM's vector loop takes 64 iterations at a time
+# (16 lanes, 4 deep) and shorter loops run one value at a time, as a row over the T keys (17
+# for 7×7 patches) would.
 @njit(cache=True, error_model="numpy")
 def _softmax_columns(A, n):
     """Each of the first n columns of A (T, ·) <- softmax over its T rows, in place."""
@@ -542,6 +544,10 @@ def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32)
 
 
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
 def _span(views: dict) -> np.ndarray | None:
     """A layer's arrays as one flat float32 array, when they lie back to back in one flat
     buffer in their order (as ``Network.views_of`` lays them out: the view shares memory);
@@ -551,18 +557,32 @@ def _span(views: dict) -> np.ndarray | None:
     base = first.base
     if base is None or base.ndim != 1 or base.dtype != np.float32 or not base.flags.c_contiguous:
         return None
-    pos = first.ctypes.data
+    start = pos = _address(first)
     for v in arrays:
-        if v.dtype != np.float32 or not v.flags.c_contiguous or v.ctypes.data != pos or v.base is not base:
+        if v.base is not base or v.dtype != np.float32 or not v.flags.c_contiguous or _address(v) != pos:
             return None
         pos += v.nbytes
-    start = (first.ctypes.data - base.ctypes.data) // 4
-    return base[start:start + (pos - first.ctypes.data) // 4]
+    offset = (start - _address(base)) // 4
+    return base[offset:offset + (pos - start) // 4]
+
+
+_PARAMS: dict[int, tuple[dict, np.ndarray]] = {}
 
 
 def _params_flat(p: dict) -> np.ndarray:
+    """A layer's parameters as one flat float32 array: the network's own memory when they lie
+    back to back (remembered per dict: a network hands its layers the same one every batch),
+    else a gathered copy."""
+    hit = _PARAMS.get(id(p))
+    if hit is not None and hit[0] is p:
+        return hit[1]
     flat = _span(p)
-    return flat if flat is not None else np.concatenate([_f32(v).reshape(-1) for v in p.values()])
+    if flat is None:
+        return np.concatenate([_f32(v).reshape(-1) for v in p.values()])
+    if len(_PARAMS) > 256:
+        _PARAMS.clear()
+    _PARAMS[id(p)] = (p, flat)
+    return flat
 
 
 def _write_grads(g: dict, flat_target, G: np.ndarray) -> None:
@@ -652,10 +672,11 @@ class BlockOp:
 
     @staticmethod
     def offsets(layer) -> np.ndarray:
+        """Where each of the block's arrays starts in its flat parameters (``BLOCK_PARAMS`` order)."""
         shapes = layer.param_shapes()
         assert tuple(shapes) == BLOCK_PARAMS, tuple(shapes)
-        sizes = [int(np.prod(s)) for s in shapes.values()]
-        return np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        sizes = [math.prod(s) for s in shapes.values()]
+        return np.array([sum(sizes[:i]) for i in range(len(sizes))], np.int64)
 
     def _plan(self, layer, m):
         T, D = layer.in_shape

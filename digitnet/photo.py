@@ -3,27 +3,35 @@
 A phone photo of a digit is not a clean image: the desk shows around the sheet, light falls
 unevenly (a gradient, vignetting, a shadow), the paper may be ruled, squared or a sticky note,
 and there is noise and JPEG. ``find_ink`` turns such a photo into ink-bright pixels holding the
-digit only, in these steps, each of which leaves a clean image untouched:
+digit only:
 
 1. **Work copy**: the image reduced (box filter) to at most WORK_SIDE px on its longer side.
-2. **Sheet**: when the frame's edge is not one even colour, the sheet is the largest bright
-   region (Otsu's threshold), holes filled, if it is big, nearly convex and mostly paper;
-   what lies outside it is ignored. The paper decides the polarity (dark ink on light paper).
-3. **Background**: the paper's brightness under the light, estimated by a grey closing (dark
-   details narrower than the window vanish, shadows and gradients stay) and divided out:
-   ``darkness = 1 - image / background``, so a shadow crossing the digit is no ink.
-4. **Threshold**: ink is darker than a share of the strongest ink (INK_SHARE) and well
-   above the noise (NOISE_SIGMAS of the paper's own noise).
-5. **Lines**: ruled and squared lines (and a table's edge) are long thin straight runs of
-   ink: a Hough transform near horizontal and near vertical finds them, and their pixels are
-   dropped except where ink darker than the line crosses them.
-6. **Components**: the main one (large, near the middle, clear of the frame and sheet edges)
-   and those close enough to belong to the same digit (a 5's separate bar, a 4's open parts)
-   while the group stays digit-shaped; the rest is dropped, and anything as large as a
-   quarter of the digit is remembered (two digits, a letter beside it).
+2. **Polarity**: a photo is dark ink on paper. Light ink on a dark ground is a drawing: a
+   dark frame edge of one level all round (no desk texture, vignetting or gradient) holding
+   thin bright strokes; and any image under SHEET_MIN_SIDE a side goes by its edge, as before.
+3. **Sheet**: in a photo, the largest bright region (Otsu's threshold after a small closing,
+   so lines and strokes do not cut it), holes filled, when it is large, nearly convex, has
+   straight edges in two directions and is brighter than the desk. It is trusted only when
+   the heaviest ink lies on it (a shadow's straight edge can make a lit part look like one).
+4. **Background**: the paper's brightness under the light, by a grey closing (dark details
+   narrower than the window vanish; shadows, gradients and the desk stay), divided out:
+   ``darkness = 1 - image / background``, so a shadow across the digit is no ink. The window
+   grows with the strokes (3 stroke widths), and a stroke still wider comes out hollow: its
+   middle is filled from a window 2.5 times as wide.
+5. **Threshold**: ink is darker than INK_SHARE of the strongest ink and NOISE_SIGMAS of the
+   paper's noise.
+6. **Lines**: ruled and squared lines (and a table's edge) are thin straight runs of ink
+   across the sheet: a Hough transform within LINE_ANGLE of horizontal and vertical finds
+   them; their pixels go, except where ink darker than the line crosses them.
+7. **Components**: the main one (heavy, near the middle, clear of the frame's and sheet's
+   edges, not a frame around others) and the parts of the same digit (a stroke broken by a
+   pixel, a 5's separate bar, a 4's other stroke); the rest is dropped, and a mark a quarter
+   as heavy as the digit beside it is noted (two digits, a letter and a digit).
 
-A clean image (an even frame, flat background, no lines, nothing dropped) is reported as
-clean, and ``preprocess.to_mnist`` then takes exactly the path it always took.
+Nothing is found (NoInk, "no digit found") on blank paper: only the desk at the frame's edge,
+only ink fainter than FAINT, or a sheet with nothing on it. A drawing or a scan (an even frame
+edge, a flat background, no sheet, no lines) is reported ``clean``, and ``preprocess.to_mnist``
+then takes exactly the path it always took, all its ink kept.
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ SHEET_EDGE = 0.5           # its outline runs straight for this share of its siz
 CLOSING = 0.12             # background window: this share of the shorter side
 FLAT = 0.08                # a background varying by less than this is flat (a clean image)
 DESK = 0.2                 # ink at the frame's edge covering this share of a photo is a desk or shadow
-FAINT = 0.2                # ink in a photo is this much darker than the paper (90% of its pixels)
+FAINT = 0.2                # ink in a photo is this much darker than the paper (90% of its pixels) …
+SPOT = 0.0005              # … and covers at least this share of it (a digit is more than a speck)
 INK_SHARE = 0.35           # ink is darker than this share of the strongest ink …
 NOISE_SIGMAS = 4.0         # … and darker than this many standard deviations of the paper's noise
 LINE_ANGLE = 20.0          # lines are within this many degrees of horizontal or vertical
@@ -62,7 +71,7 @@ BROKEN = 0.08              # parts this close (share of the digit's height) are 
 JOIN_GAP = 0.3             # a part joins the digit within this share of the digit's height …
 TALLER = 1.6               # … making it at most this much taller …
 DIGIT_ASPECT = 1.15        # … while the group stays no wider than this times its height
-THIN, THICK = 0.25, 0.3     # relative thickness of ink strokes (below) and of paper regions (above)
+STROKE, THICK = 0.35, 0.3  # relative thickness (width / length) of a stroke (below), of a region (above)
 OTHER_MARK = 0.25          # a dropped component this heavy (share of the digit) is another mark
 
 
@@ -71,7 +80,7 @@ class Found:
     """What ``find_ink`` found in a (work-size) image.
 
     ``ink`` float32 (h, w) in [0, 1], ink bright, only the digit's pixels (None when ``clean``:
-    the caller keeps its old path); ``clean``: nothing was changed; the masks (bool (h, w)) of
+    the caller keeps its old path); ``clean``: a drawing or a scan; the masks (bool (h, w)) of
     the ``sheet`` (None when there is none), the ``kept`` and ``dropped`` components and the
     removed ``lines``; ``darkness`` the image after background removal; ``notes``: what the
     doubt rules read (``touches_edge``, ``other_marks``, ``parts``, ``dark_paper``)."""
@@ -191,7 +200,7 @@ def stroke_width(paper: np.ndarray) -> float:
         return 0.0
     width, rel = _strokes(dark, c)
     h, w = dark.shape
-    inside = (c.top > 0) & (c.left > 0) & (c.bottom < h) & (c.right < w) & (rel < 0.35) & (c.area >= 0.0005 * dark.size)
+    inside = (c.top > 0) & (c.left > 0) & (c.bottom < h) & (c.right < w) & (rel < STROKE) & (c.area >= 0.0005 * dark.size)
     return float(width[np.argmax(np.where(inside, c.area, -1))]) if inside.any() else 0.0
 
 
@@ -446,8 +455,8 @@ def find_ink(gray: np.ndarray) -> Found:
     clean = even and flat and sheet is None and not lines.any()    # a drawing or a scan: keep all its ink
     if clean:
         return Found(True, None, work, darkness, None, kept, c.mask(~keep), lines, notes)
-    if float(np.percentile(darkness[kept], 90)) < FAINT:
-        raise NoInk(plain)                               # only paper's texture, a shadow's edge, a faint line
+    if float(np.percentile(darkness[kept], 90)) < FAINT or kept.sum() < SPOT * kept.size:
+        raise NoInk(plain)                               # only paper's texture, a shadow's edge, a line's remnant
     # the digit's ink: its components and a margin for their anti-aliased edges, lines taken out
     strong = float(np.percentile(darkness[kept], 75))   # the stroke's core saturates: pen and paper texture go
     floor = threshold / 2
@@ -478,7 +487,7 @@ def _fill_hollow_strokes(paper: np.ndarray, darkness: np.ndarray, k: int, side: 
     # a stroke's hollow middle is a thin region and a small one; a shadow ringed by ink is not
     c = label(holes)
     _, rel = _strokes(holes, c)
-    holes = c.mask((rel < 0.35) & (c.area <= 0.05 * holes.size))
+    holes = c.mask((rel < STROKE) & (c.area <= 0.05 * holes.size))
     if not holes.any():
         return darkness
     k2 = max(k + 2, int(min(2.5 * k, 0.4 * side)) | 1)
@@ -506,7 +515,10 @@ def _components(mask, darkness, sheet, frame_edge, strongest, centre):
         # ink outside the sheet, clear of its edge and the frame's, heavier than all inside it:
         # the "sheet" was the lit part of the paper and the digit lies in the shadow
         inside = ~outside & ~on_edge
-        away = outside & ~(c.sums(frame_edge.astype(np.float32)) > 0)   # off the sheet, clear of the frame's edge
+        ys, xs = np.nonzero(sheet)
+        cy, cx = ys.mean(), xs.mean()
+        around = (c.top < cy) & (c.bottom > cy) & (c.left < cx) & (c.right > cx)   # the sheet's shadow, ringing it
+        away = outside & ~around & ~(c.sums(frame_edge.astype(np.float32)) > 0)   # off the sheet, clear of the frame's edge
         if away.any() and (not inside.any() or mass[away].max() > mass[inside].max()):
             return None
         if not inside.any():

@@ -177,3 +177,37 @@ def test_to_mnist_thins_bold_strokes_only():
     assert _stroke_width(to_mnist(bold)) <= STROKE_MAX + 0.3
     assert _stroke_width(to_mnist(thin)) >= 0.8
     assert _stroke_width(_resize(bold[10:190, 10:190], 20, 20)) > STROKE_MAX + 1   # bold before thinning
+
+
+def test_step_panels_show_each_step_of_a_photo_and_two_of_a_clean_image():
+    """--show's panels: a photo shows the image (the sheet outlined), the paper removed, the
+    components kept and the 28×28; a clean image only the first and the last."""
+    from digitnet.preprocess import step_panels
+
+    rng = np.random.default_rng(4)
+    img, _ = make_image(2, rng, kind="hand")
+    clean = step_panels(_as_gray(img))
+    assert [t for t, _ in clean] == ["image", "network saw"]
+    assert np.array_equal(clean[-1][1], to_mnist(_as_gray(img)))
+    yy, xx = np.mgrid[:300, :400].astype(np.float32)
+    photo = 0.85 - 0.35 * xx / 400                        # uneven light: a photo
+    photo[100:200, 190:205] *= 0.2                         # a 1
+    panels = step_panels(photo, height=20)
+    assert [t for t, _ in panels] == ["image", "paper removed", "kept", "network saw"]
+    for title, a in panels[:-1]:
+        assert a.shape[0] <= 20 and a.shape[1] <= 40 and 0 <= a.min() and a.max() <= 1, title
+    kept = panels[2][1]
+    assert kept.max() > 0.8 and kept[:, -5:].max() < 0.5   # the bar kept (averaged down), the dark right side not
+
+
+def test_notes_say_what_the_photo_analysis_saw():
+    canvas = np.ones((200, 300), np.float32)
+    canvas[50:150, 60:75] = 0                              # a 1 …
+    canvas[50:150, 120:135] = 0                            # … and another beside it: a second mark
+    canvas[:, :] *= np.linspace(1, 0.7, 300)[None, :]      # uneven light: a photo
+    notes = {}
+    to_mnist(canvas, notes=notes)
+    assert notes["other_marks"] == 1 and notes["parts"] == 1
+    notes = {}
+    resize_plain(canvas, notes=notes)
+    assert notes == {}
