@@ -10,8 +10,8 @@ passes are checked to agree before anything is timed.
 Each workload runs a few hundred mini-batches per implementation, the implementations taking
 turns (so a change of load hits both alike), three times, at 1 and 2 threads; the table
 shows the median samples/s and the ratios. digitnet's step is the training loop's own
-(``training._LayerSteps``: the chain rule with the compiled stand-ins, then Adam's step),
-with the fast map the training uses plus ``attention_kernels.FAST``.
+(``training._LayerSteps``: the chain rule with the compiled stand-ins of ``conv_kernels.FAST``
+and ``attention_kernels.FAST``, as ``training.train`` merges them, then Adam's step).
 
     .venv/bin/python benchmarks/attention_bench.py            # everything (a few minutes)
     .venv/bin/python benchmarks/attention_bench.py --quick    # one repeat, fewer batches

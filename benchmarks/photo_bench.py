@@ -108,8 +108,11 @@ def peak_memory(photo: Path) -> dict:
             "dt = time.perf_counter() - t\n"
             "heap = tracemalloc.get_traced_memory()[1]\n"
             "print(base * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, heap, dt)")
-    out = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True, text=True, check=True,
-                         cwd=ROOT).stdout.split()
+    # through a small wrapper process: a child forked straight from this one would start with
+    # this process's peak RSS (Linux keeps ru_maxrss across fork and exec)
+    wrapper = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-c", code, str(photo)], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout.split()
     base, peak, heap, dt = int(out[0]), int(out[1]), int(out[2]), float(out[3])
     return {"file": photo.name, "heap_peak_bytes": heap, "rss_before_bytes": base, "rss_peak_bytes": peak,
             "seconds_cold_process": round(dt, 3)}

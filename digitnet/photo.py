@@ -6,6 +6,8 @@ and there is noise and JPEG. ``find_ink`` turns such a photo into ink-bright pix
 digit only:
 
 1. **Work copy**: the image reduced (box filter) to at most WORK_SIDE px on its longer side.
+   A drawing (most pixels exactly the level of the frame's edge: the drawing page, a paint
+   program) stops here: it is clean, and only its components are found, for the notes.
 2. **Polarity**: a photo is dark ink on paper. Light ink on a dark ground is a drawing: a
    dark frame edge of one level all round (no desk texture, vignetting or gradient) holding
    thin bright strokes; and any image under SHEET_MIN_SIDE a side goes by its edge, as before.
@@ -46,6 +48,7 @@ from digitnet.components import Components, box_blur, closing, dilate, fill_hole
 
 WORK_SIDE = 640            # the analysis runs on at most this many pixels on the longer side
 EVEN_BORDER = 0.12         # the frame's edge is one colour when its interquartile range is below this
+DRAWN = 0.5                # a drawing: at least this share of its pixels exactly the edge's level
 DRIFT = 0.025              # a drawing's edge drifts less than this in level (a photo's desk more)
 LIGHT_STROKE = 0.3         # a light digit's strokes are at most this share of the side wide
 SHEET_MIN_SIDE = 100       # photos are at least this many pixels a side (sheets are looked for there)
@@ -399,6 +402,8 @@ def find_ink(gray: np.ndarray) -> Found:
     paper_level = float(np.median(border))
     q1, q3 = np.percentile(border, [25, 75])
     even = (q3 - q1) < EVEN_BORDER
+    if q3 - q1 <= 1 / 255 and float((np.abs(work - paper_level) <= 1 / 255).mean()) >= DRAWN:
+        return _drawing(work, paper_level)
     # (a sheet is looked for in a photo-sized image only: in a small drawing, a bold glyph's
     # outline is as straight as a sheet's)
     sheet = None if (even and paper_level > 0.5) or min(h, w) < SHEET_MIN_SIDE else find_sheet(work)
@@ -463,6 +468,23 @@ def find_ink(gray: np.ndarray) -> Found:
     footprint = dilate(kept, max(2, int(0.004 * max(h, w) + 1))) & ~lines
     ink = np.clip((darkness - floor) / max(strong - floor, 1e-3), 0, 1) * footprint
     return Found(False, ink.astype(np.float32), work, darkness, sheet, kept, c.mask(~keep), lines, notes)
+
+
+def _drawing(work: np.ndarray, level: float) -> Found:
+    """A drawing (most pixels exactly the frame edge's level: the drawing page, a paint
+    program): clean, so the plain path reads it; only its components are found, for the notes.
+    A few milliseconds where the photo analysis takes a hundred."""
+    ink = np.abs(work - np.float32(level))
+    contrast = float(ink.max())
+    if contrast < 0.08:
+        raise NoInk(True)
+    c = label(ink > INK_SHARE * contrast)
+    h, w = work.shape
+    touching = (c.top == 0) | (c.left == 0) | (c.bottom == h) | (c.right == w)
+    keep, notes = select_digit(c, c.sums(ink), touching, ((h - 1) / 2, (w - 1) / 2), math.hypot(h, w) / 2)
+    notes["dark_paper"] = level <= 0.5
+    nothing = np.zeros((h, w), bool)
+    return Found(True, None, work, ink / contrast, None, c.mask(keep), c.mask(~keep), nothing, notes)
 
 
 def _ink_like(dark: np.ndarray) -> np.ndarray:

@@ -9,10 +9,11 @@ OUT (default /tmp/digitnet-photos, outside the repository) gets three folders, e
   squared, or a sticky note) lying on a desk that shows around it or filling the frame, turned
   and seen in perspective, lit unevenly (a gradient, vignetting, a cast shadow that may cross
   the digit), out of focus, with sensor noise, saved as JPEG at qualities 35-95 (a few PNG)
-  and sizes from 0.3 to 12 megapixels. Columns: file, label, paper, hand, megapixels.
+  and sizes from 0.3 to 12 megapixels. Columns: file, label, paper, hand, pen, desk (in view
+  or not), megapixels, quality.
 - ``ood/``: what is not one digit, shot the same way (or clean, a third of them): noise,
   letters (those not shaped like a digit: no O, I, l, S, Z, B, G, g, q, b), two-digit numbers,
-  blank paper, scribbles. Columns: file, kind, megapixels.
+  blank paper, scribbles. Columns: file, kind, what (the letter, the number, …), paper, megapixels.
 - ``clean/``: the person-made clean images of tests/digit_images.py (seed 7), as before.
 
 The hands: real MNIST test digits (the embedded set's test split, which no shipped model trained

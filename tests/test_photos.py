@@ -252,3 +252,22 @@ def test_work_copy_and_timing_budget_of_a_12mp_photo(tmp_path):
     steps = {}
     to_mnist(gray, steps=steps)
     assert math.prod(steps["ink"].shape) <= 1024 ** 2
+
+
+def test_a_drawing_skips_the_photo_analysis(monkeypatch):
+    """The drawing page's images (one exact background level) take the plain path without
+    the photo analysis (a few ms instead of ~100), and still get their notes."""
+    from PIL import ImageDraw
+
+    def no(*a, **k):
+        raise AssertionError("the photo analysis ran on a drawing")
+
+    monkeypatch.setattr(photo, "closing", no)
+    monkeypatch.setattr(photo, "find_sheet", no)
+    monkeypatch.setattr(photo, "find_lines", no)
+    im = Image.new("L", (280, 280), 0)
+    draw = ImageDraw.Draw(im)
+    draw.ellipse((30, 60, 120, 220), outline=255, width=18)               # a 0 …
+    draw.ellipse((150, 60, 240, 220), outline=255, width=18)              # … and another: "00"
+    found = photo.find_ink(np.asarray(im, np.float32) / 255)
+    assert found.clean and found.notes["other_marks"] == 1 and found.notes["dark_paper"]
