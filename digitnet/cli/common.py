@@ -185,9 +185,10 @@ def dump_json(obj) -> None:
 
 class Command(TyperCommand):
     """A command whose help shows arguments by their metavar alone (``INPUT...``, ``[MODEL]``)
-    instead of Typer's ``{INPUT...}...`` and ``<list[str]>``, and options of free text by a
-    name (``--data DATA``) instead of ``<str>``; options with choices give their metavar as
-    ``a|b|c``."""
+    instead of Typer's ``{INPUT...}...`` and ``<list[str]>``, and options that take a value
+    and have no metavar by their name (``--data DATA``, ``--seed SEED``) instead of a type
+    (``<str>``, ``<int>``, ``<path>``, ``<int range>``); options with choices give their
+    metavar as ``a|b|c``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -201,6 +202,6 @@ class Command(TyperCommand):
                 p.display_type_rich = lambda ctx: None
             elif isinstance(p, TyperOption) and p.metavar is None and not p.is_flag and not p.count:
                 kind = p.display_type(_click.Context(self))
-                if kind in ("<str>", "<list[str]>"):
+                if kind.startswith("<") and kind.endswith(">"):
                     long = max(p.opts, key=len).lstrip("-")
                     p.metavar = long.upper().replace("-", "_")

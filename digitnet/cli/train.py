@@ -7,38 +7,41 @@ from typing import Optional
 
 import typer
 
-from digitnet.cli.common import EXIT_SIGNAL, dump_json, error_line, handle_errors, parse_ints
+from digitnet.cli.common import EXIT_SIGNAL, Command, dump_json, error_line, handle_errors, parse_ints
 
 EXAMPLE = """
 \b
 Examples:
-  digitnet train                                   # the default preset on the embedded digits
+  digitnet train                     # the default preset, embedded digits
   digitnet train --preset 3b1b --out models/3b1b.npz
   digitnet train --layers conv32x5,pool2,conv64x5,pool2,dense256,dropout0.5
   digitnet train --data fashion-mnist --epochs 10 --json
 """
+# the help of an option that takes a registered name: TrainCommand fills it in from the
+# registries (_named_help) when the help is shown
+NAMED = "(listed from the registries when the help is shown)"
 
 
 def train_command(
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data set: embedded, mnist, fashion-mnist, kmnist, a folder of IDX files, or an .npz [embedded; with --resume, the model's]."),
-    preset: str = typer.Option("default", "--preset", "-p", help="Starting point for every option: default, cnn, lenet, mlp, 3b1b (784-16-16-10 sigmoid, the video's), nielsen (784-30-10, network.py)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="The hidden layers, e.g. conv32x5,pool2,dense256,dropout0.5 (tokens: denseN, convFxK[sS][pP|same], poolK, dropoutR, each dense/conv optionally :relu|tanh|sigmoid|linear); the output layer is added [preset]."),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="Shorthand for a dense stack: hidden layer sizes, e.g. 16,16 [preset]."),
-    activation: Optional[str] = typer.Option(None, "--activation", help="Hidden activation: sigmoid, relu, tanh [preset]."),
-    cost: Optional[str] = typer.Option(None, "--cost", help="quadratic (alias mse; sigmoid output) or cross-entropy (alias log-loss; softmax output) [preset]."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (with --momentum) or adam (AdamW-style decay from --l2) [preset]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the training data [preset]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Mini-batch size [preset]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate eta [preset]."),
-    momentum: Optional[float] = typer.Option(None, "--momentum", help="Momentum in [0, 1) [preset]."),
-    l2: Optional[float] = typer.Option(None, "--l2", help="L2 weight decay on weights [preset]."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant, step, cosine [preset]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, shuffles, split and augmentation [preset: 0]."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="SPEC", help=NAMED),
+    preset: str = typer.Option("default", "--preset", "-p", metavar="NAME", help=NAMED),
+    layers: Optional[str] = typer.Option(None, "--layers", metavar="SPEC", help="The hidden layers, e.g. conv32x5,pool2,dense256,dropout0.5 (tokens: denseN, convFxK[sS][pP|same], poolK, dropoutR, each dense/conv optionally :relu|tanh|sigmoid|linear); the output layer is added [preset]."),
+    hidden: Optional[str] = typer.Option(None, "--hidden", metavar="SIZES", help="Shorthand for a dense stack: hidden layer sizes, e.g. 16,16 [preset]."),
+    activation: Optional[str] = typer.Option(None, "--activation", help=NAMED),
+    cost: Optional[str] = typer.Option(None, "--cost", help=NAMED),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help=NAMED),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", metavar="N", help="Passes over the training data [preset]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="N", help="Mini-batch size [preset]."),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="ETA", help="Learning rate eta [preset]."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", metavar="X", help="Momentum in [0, 1) [preset]."),
+    l2: Optional[float] = typer.Option(None, "--l2", metavar="X", help="L2 weight decay on weights [preset]."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help=NAMED),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Seed for init, shuffles, split and augmentation [preset: 0]."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random shifts, rotations, scalings, stroke widths per epoch [preset]."),
-    val_split: Optional[float] = typer.Option(None, "--val-split", help="Share of the training split held out to pick the best epoch [preset]."),
-    out: Path = typer.Option(Path("models/digitnet.npz"), "--out", "-o", help="Where to write the model."),
+    val_split: Optional[float] = typer.Option(None, "--val-split", metavar="X", help="Share of the training split held out to pick the best epoch [preset]."),
+    out: Path = typer.Option(Path("models/digitnet.npz"), "--out", "-o", metavar="FILE", help="Where to write the model."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite --out if it exists."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue training this model (its layers; options override its config)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="MODEL", help="Continue training this model (its layers; options override its config)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="BLAS threads (default: all cores).", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end instead of tables."),
 ):
@@ -309,6 +312,55 @@ class ProgressView:
         return out
 
 
+def _named_help() -> dict[str, tuple[str, str]]:
+    """(metavar, help) of each option that takes a registered name, read from the registries
+    the library resolves the names with, so the help lists every name and alias there is.
+    Called only when the help is shown: the registries import NumPy."""
+    from digitnet.datasets import KNOWN
+    from digitnet.nn.functions import COST_ALIASES, COSTS, HIDDEN_ACTIVATIONS
+    from digitnet.nn.optim import OPTIMIZERS
+    from digitnet.training import PRESETS, SCHEDULES
+
+    twin = next((name for name, cfg in PRESETS.items() if name != "default" and cfg is PRESETS.get("default")), None)
+    notes = {**PRESET_NOTES, **({"default": f"the {twin} preset"} if twin else {})}
+
+    def preset(name: str) -> str:
+        return f"{name} ({notes[name]})" if name in notes else name
+
+    def cost(name: str) -> str:
+        aliases = [alias for alias, to in COST_ALIASES.items() if to == name]
+        also = f"also {', '.join(aliases)}; " if aliases else ""
+        return f"{name} ({also}{COSTS[name].output} output)"
+
+    return {
+        "data": ("SPEC", f"Data set: {', '.join(KNOWN)}, a folder of IDX files, or an .npz [embedded; with "
+                         "--resume, the model's]."),
+        "preset": ("NAME", f"Starting point for every option: "
+                           f"{', '.join(map(preset, sorted(PRESETS, key=lambda name: name != 'default')))}."),
+        "activation": ("|".join(HIDDEN_ACTIVATIONS), "Hidden activation [preset]."),
+        "cost": ("|".join(COSTS), f"{' or '.join(map(cost, COSTS))} [preset]."),
+        "optimizer": ("|".join(OPTIMIZERS), "sgd (with --momentum) or adam (AdamW-style decay from --l2) [preset]."),
+        "schedule": ("|".join(SCHEDULES), "Learning-rate schedule [preset]."),
+    }
+
+
+# what a preset's name does not say
+PRESET_NOTES = {"3b1b": "784-16-16-10 sigmoid, the video's", "nielsen": "784-30-10, network.py"}
+
+
+class TrainCommand(Command):
+    """``train``'s command: its help lists the names the NAMED options take (_named_help)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        """Fill in the NAMED options' metavars and help, then render as every command does."""
+        named = _named_help()
+        for p in self.params:
+            if p.name in named:
+                p.metavar, p.help = named[p.name]
+        super().format_help(ctx, formatter)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train`` to the app."""
-    app.command("train", help="Train a network on a data set and save it as a model file.\n" + EXAMPLE)(handle_errors(train_command))
+    app.command("train", cls=TrainCommand,
+                help="Train a network on a data set and save it as a model file.\n" + EXAMPLE)(handle_errors(train_command))
