@@ -30,6 +30,7 @@ from digitnet.nn.functions import ACTIVATIONS, COST_ALIASES, COSTS, HIDDEN_ACTIV
 from digitnet.nn.network import Network
 from digitnet.nn.optim import OPTIMIZERS
 from digitnet.nn.spec import architecture, describe_layers, parse_layers
+from digitnet.threads import BlasThreads, Governor, cores
 
 
 def _warmup_cosine(epoch: int, epochs: int) -> float:
@@ -226,6 +227,7 @@ class TrainResult:
     seconds: float = 0.0
     samples_per_second: float = 0.0
     val_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    threads: dict[int, float] = field(default_factory=dict)    # seconds of training at each thread count
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -279,10 +281,25 @@ def stop_signals() -> Iterator[_StopSignals]:
 
 
 def _blas_limits(threads: int | None):
-    """Limit BLAS threads to ``threads``: NumPy's OpenBLAS, which the kernels call too."""
+    """Limit BLAS threads to ``threads`` (all cores for auto) for a block, restored after it:
+    NumPy's OpenBLAS, which the kernels call too."""
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=threads or os.cpu_count() or 1, user_api="blas")
+    return threadpool_limits(limits=threads or cores(), user_api="blas")
+
+
+def _governor(threads: int | None) -> Governor:
+    """The run's thread governor: ``threads`` pinned, or chosen from measured throughput
+    (None: auto); it sets BLAS's threads and the parallel kernels' together."""
+    from digitnet import conv_kernels
+
+    blas = BlasThreads()
+
+    def apply(n: int) -> None:
+        blas(n)
+        conv_kernels.set_threads(n)
+
+    return Governor(apply, pinned=threads)
 
 
 class _MLPKernel:
@@ -351,7 +368,6 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     from digitnet import attention_kernels, conv_kernels
 
     fast = {**conv_kernels.FAST, **attention_kernels.FAST}     # compiled stand-ins, by layer type
-    conv_kernels.set_threads(threads or os.cpu_count() or 1)    # numba's threads follow --threads
 
     config.validate()
     images, labels = dataset.train_images, dataset.train_labels
@@ -393,6 +409,7 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     stopped, signum = "completed", None
     t_run, samples_done = time.perf_counter(), 0
     with stop_signals() as stop, _blas_limits(threads):
+        governor = _governor(threads)
         for e in range(config.epochs):
             epoch = first_epoch + e
             t0 = time.perf_counter()
@@ -404,9 +421,12 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
             stats = np.zeros(2, np.float64)
             done = 0
             while done < n_batches and stop.signum is None:
-                last = min(n_batches, done + per_chunk)
+                last = min(n_batches, done + max(1, governor.samples(per_chunk * bs) // bs))
+                governor.threads()
+                t_chunk = time.perf_counter()
                 steps.run(x_epoch, train_labels, order, done, last, lr, stats, rng)
                 seen = min(n, last * bs)
+                governor.done(seen - min(n, done * bs), time.perf_counter() - t_chunk)
                 samples_done += seen - min(n, done * bs)
                 done = last
                 if not math.isfinite(stats[0]):
@@ -434,7 +454,8 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
                 stopped, signum = "interrupted", stop.signum
                 break
     elapsed = time.perf_counter() - t_run
-    return TrainResult(best_net, history, best_epoch, stopped, signum, elapsed, samples_done / max(elapsed, 1e-9), val_idx)
+    return TrainResult(best_net, history, best_epoch, stopped, signum, elapsed, samples_done / max(elapsed, 1e-9), val_idx,
+                       {n: round(t, 3) for n, t in sorted(governor.seconds_at.items())})
 
 
 def model_from_result(result: TrainResult, dataset: Dataset, config: TrainConfig, data_spec: str,
@@ -443,6 +464,8 @@ def model_from_result(result: TrainResult, dataset: Dataset, config: TrainConfig
     from digitnet.modelfile import Model
 
     meta = {"best_epoch": result.best_epoch, "stopped": result.stopped, **(extra_meta or {})}
+    if result.threads:                     # seconds trained at each thread count (auto moves between them)
+        meta["threads"] = {str(n): t for n, t in result.threads.items()}
     return Model(result.network, dataset.class_names, dataset.input_shape, "mnist", config.to_json(), result.history,
                  {"name": dataset.name, "spec": data_spec, "checksum": dataset.checksum,
                   "augmentation": dataset.augmentation if config.augment else None,

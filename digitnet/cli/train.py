@@ -42,7 +42,9 @@ def train_command(
     out: Path = typer.Option(Path("models/digitnet.npz"), "--out", "-o", metavar="FILE", help="Where to write the model."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite --out if it exists."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="MODEL", help="Continue training this model (its layers; options override its config)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="BLAS threads (default: all cores).", min=1),
+    threads: str = typer.Option("auto", "--threads", metavar="auto|N",
+                                help="Cores to use: auto moves between 1 and all as the machine's load changes; "
+                                     "N pins them (same seed and N: bit-identical runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end instead of tables."),
 ):
     """Train a network on a data set and save it as a model file."""
@@ -72,7 +74,9 @@ def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epoc
     from digitnet.metrics import evaluate
     from digitnet.nn.layers import MAX_UNITS
     from digitnet.render import make_console
+    from digitnet.threads import parse as parse_threads
 
+    threads = parse_threads(threads)           # "auto" → None
     overrides = dict(hidden=parse_ints(hidden, "--hidden", MAX_UNITS) if hidden is not None else None,
                      layers=layers, activation=activation, cost=cost, optimizer=optimizer,
                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, l2=l2, schedule=schedule,

@@ -14,10 +14,13 @@ inspect and the drawing page. Nothing here imports numba.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from digitnet.nn.functions import ACTIVATIONS, COSTS, one_hot, resolve
 from digitnet.nn.layers import Activation, Dense, Flatten, Layer
+from digitnet import threads
 
 
 class Network:
@@ -160,11 +163,17 @@ class Network:
         x = self._input(x)
         chunk = chunk or self.chunk_size()
         out = np.empty((len(x), self.n_outputs), self.params.dtype)
+        governor = threads.inference() if len(x) >= threads.INFERENCE_MIN_ROWS else None
         for i in range(0, len(x), chunk):
+            if governor:                         # BLAS threads chosen by measured throughput
+                governor.threads()
+                t = time.perf_counter()
             a = x[i:i + chunk]
             for layer, p in zip(self.layers, self.views):
                 a = layer.forward(p, a)[0]
             out[i:i + chunk] = a
+            if governor:
+                governor.done(len(a), time.perf_counter() - t)
         return out
 
     def scores(self, x: np.ndarray) -> np.ndarray:

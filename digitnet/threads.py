@@ -1,0 +1,182 @@
+"""How many cores a run uses: pinned by ``--threads N``, or chosen while it runs (``auto``).
+
+On a quiet machine every core helps. Beside a busy neighbour they can hurt: two BLAS threads
+that wait for each other at every matrix product stall whenever the scheduler hands one of
+them's core to the neighbour, and then lose far more than the core they share (one CPU-bound
+neighbour on 2 cores made a 2-thread epoch 3.1× as long as alone, a 1-thread one 1.8×).
+
+``Governor`` measures throughput on the work itself, a window of mini-batches (or inference
+chunks) at a time, and moves between one thread and all cores: it runs at the faster setting
+and now and then tries the other for one window. It tries again at once when the rate at the
+current setting falls (a neighbour arrived), and at growing intervals otherwise (up to
+``max_gap`` seconds, so a quiet machine loses under a percent to the trials and a neighbour
+that leaves is noticed within that time). Under ``auto`` the thread count changes during a
+run, so results are not bit-identical from run to run; a pinned count keeps them so.
+
+No numba here: predict and evaluate use it too (BLAS threads only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from digitnet.errors import UsageError
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parse(value: str | int | None) -> int | None:
+    """``--threads``: "auto" (or None) → None, a positive whole number → that number; anything
+    else is a UsageError naming it."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1 or str(n) != text.lstrip("+"):
+        raise UsageError(f"--threads must be auto or a whole number ≥ 1, not {value!r}")
+    return n
+
+
+class BlasThreads:
+    """Sets the thread count of the BLAS libraries NumPy loaded (OpenBLAS), found once via
+    threadpoolctl; setting costs about a microsecond."""
+
+    def __init__(self):
+        from threadpoolctl import ThreadpoolController
+
+        self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
+
+    def __call__(self, n: int) -> None:
+        for lib in self._libs:
+            lib.set_num_threads(n)
+
+
+class Governor:
+    """Chooses the thread count for each stretch of work from measured throughput.
+
+    Use: ``g.samples(default)`` for the size of the next stretch of work, ``g.threads()``
+    before it (applied through ``apply``), ``g.done(samples, seconds)`` after it. Windows of
+    at least ``window`` seconds at the current setting are compared with one stretch on
+    trial; the first window (compilation, cold caches) is not compared.
+    """
+
+    def __init__(self, apply: Callable[[int], None], n_cores: int | None = None, *, pinned: int | None = None,
+                 window: float = 0.25, first_gap: float = 2.0, max_gap: float = 30.0, drop: float = 0.7,
+                 margin: float = 1.05, clock: Callable[[], float] = time.perf_counter):
+        self.apply, self.clock, self.pinned = apply, clock, pinned
+        self.high = max(1, n_cores or cores())
+        self.window, self.first_gap, self.max_gap, self.drop, self.margin = window, first_gap, max_gap, drop, margin
+        self.current = pinned or 1        # the setting believed faster (or the pinned one); one
+        #                                   thread first: it is never the disaster, and all cores are tried at once
+        self.trying: int | None = None    # the setting on trial this window, if any
+        self.gap = first_gap              # seconds between trials while nothing changes
+        self.recent: deque[float] = deque(maxlen=3)   # the last few window rates at `current`
+        self.reference: float | None = None            # the rate when `current` was last chosen
+        self.last_trial = -math.inf      # all cores are tried right after the first measured window
+        self.warm = False
+        self._samples = 0.0
+        self._seconds = 0.0
+        self._applied: int | None = None
+        self.seconds_at: dict[int, float] = {}         # time spent at each count (for the record)
+        self.switches = 0
+        self.rates: dict[int, float] = {}              # the last rate measured at each count
+        self.log: deque[tuple[float, int, float, str]] = deque(maxlen=4096)   # (time, threads, rate, what)
+
+    def threads(self) -> int:
+        """The thread count for the next stretch of work, applied (every time: other code,
+        such as a validation pass's own governor, may have set another count meanwhile)."""
+        n = self.trying or self.current
+        self.apply(n)
+        self._applied = n
+        return n
+
+    def samples(self, default: int) -> int:
+        """How many samples the next stretch of work should hold: about half a window at the
+        current setting's rate; on trial (one stretch) a quarter window at the rate the trial
+        setting had last time (an eighth of the current rate when never tried), so a setting
+        even 30× slower costs little; at most 512 until a rate is known; ``default`` when pinned."""
+        if self.pinned or self.high == 1:
+            return default
+        if not self.recent:               # a small first stretch: the start may be the slow setting
+            return min(default, 512)
+        if self.trying:                   # sized by what the trial setting did last time, if known
+            return max(1, int(self.rates.get(self.trying, self.recent[-1] / 8) * self.window / 4))
+        return max(1, int(self.recent[-1] * self.window / 2))
+
+    def done(self, samples: int, seconds: float) -> None:
+        """Account a stretch of ``samples`` items that took ``seconds`` at the count applied."""
+        n = self._applied or self.current
+        self.seconds_at[n] = self.seconds_at.get(n, 0.0) + seconds
+        if self.pinned or self.high == 1:
+            return
+        self._samples += samples
+        self._seconds += seconds
+        if self._seconds < self.window and (self.trying is None or not self.warm):
+            return                        # (a trial is judged on its one stretch)
+        rate = self._samples / self._seconds
+        self._samples = self._seconds = 0.0
+        self.log.append((self.clock(), n, rate, "trial" if self.trying else "window" if self.warm else "warm-up"))
+        self.rates[n] = rate
+        if not self.warm:                 # compilation and cold caches: not a measurement
+            self.warm = True
+            return
+        if self.trying is not None:
+            self._judge(rate)
+            return
+        self.recent.append(rate)
+        if self.reference is None:
+            self.reference = max(self.recent)
+        fell = rate < self.drop * self.reference
+        if fell:                          # a neighbour arrived, perhaps: compare with the rate now
+            self.recent.clear()
+            self.recent.append(rate)
+            self.gap = self.first_gap
+        if fell or self.clock() - self.last_trial >= self.gap:
+            self.trying = 1 if self.current == self.high else self.high
+
+    def _judge(self, rate: float) -> None:
+        """End a trial: switch when the trial beat the current setting's recent rate."""
+        here = sorted(self.recent)[len(self.recent) // 2] if self.recent else 0.0
+        if rate > self.margin * here:
+            self.current, self.reference = self.trying, rate
+            self.recent.clear()
+            self.recent.append(rate)
+            self.gap = self.first_gap
+            self.switches += 1
+        else:
+            self.reference = here or self.reference
+            self.gap = min(self.gap * 2, self.max_gap)
+        self.trying = None
+        self.last_trial = self.clock()
+
+
+_INFERENCE: Governor | None = None
+_INFERENCE_LOCK = threading.Lock()
+INFERENCE_MIN_ROWS = 1024      # smaller forward passes are not worth a decision (and stay import-free)
+
+
+def inference() -> Governor:
+    """The process's governor for batched inference (BLAS threads only), created on first
+    use; ``DIGITNET_THREADS=N`` pins it."""
+    global _INFERENCE
+    with _INFERENCE_LOCK:
+        if _INFERENCE is None:
+            _INFERENCE = Governor(BlasThreads(), pinned=parse(os.environ.get("DIGITNET_THREADS") or None),
+                                  window=0.1)
+        return _INFERENCE

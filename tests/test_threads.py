@@ -1,0 +1,131 @@
+"""digitnet.threads: the --threads parser and the governor that picks the thread count from
+measured throughput, driven here by a simulated machine (a fake clock and a rate per thread
+count that changes when a neighbour arrives or leaves)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitnet import threads
+from digitnet.errors import UsageError
+from digitnet.threads import Governor
+
+
+@pytest.mark.parametrize("text, expected", [(None, None), ("auto", None), ("AUTO", None), (" auto ", None),
+                                            ("1", 1), ("2", 2), ("16", 16), (3, 3)])
+def test_parse_accepts_auto_and_whole_numbers(text, expected):
+    assert threads.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", "", "2x", "1e3"])
+def test_parse_refuses_anything_else_in_one_line(text):
+    with pytest.raises(UsageError, match="--threads must be auto or a whole number"):
+        threads.parse(text)
+
+
+class Machine:
+    """A simulated run: ``rate(threads, t)`` samples/s; the governor's stretches advance the clock."""
+
+    def __init__(self, rate):
+        self.rate, self.t, self.compiled = rate, 0.0, False
+        self.applied: list[int] = []
+
+    def clock(self) -> float:
+        return self.t
+
+    def apply(self, n: int) -> None:
+        self.applied.append(n)
+
+    def run(self, governor: Governor, total: int, default: int = 4096) -> dict[int, float]:
+        """Process ``total`` samples as the training loop does; seconds spent per thread count."""
+        done, spent = 0, {}
+        while done < total:
+            k = min(total - done, max(1, governor.samples(default)))
+            n = governor.threads()
+            seconds = k / self.rate(n, self.t)
+            if not self.compiled:
+                seconds += 1.0                     # compilation in the run's first stretch
+                self.compiled = True
+            self.t += seconds
+            spent[n] = spent.get(n, 0.0) + seconds
+            governor.done(k, seconds)
+            done += k
+        return spent
+
+
+def governor(machine: Machine, **kw) -> Governor:
+    return Governor(machine.apply, 2, clock=machine.clock, **kw)
+
+
+def test_quiet_machine_runs_on_all_cores_and_trials_cost_little():
+    """Two threads 1.8× as fast as one: nearly all the time on two, within 3% of pinned two."""
+    m = Machine(lambda n, t: 100_000 * (1.8 if n == 2 else 1.0))
+    spent = m.run(governor(m), 100_000 * 1.8 * 120)            # two minutes' work at two threads
+    total = sum(spent.values())
+    assert spent[2] / total > 0.97
+    assert total <= 1.03 * (120 + 1.0)
+
+
+def test_busy_neighbour_keeps_it_on_one_thread_within_ten_percent_of_pinned_one():
+    """Two threads 30× slower than one (stalled BLAS threads): auto within 10% of --threads 1."""
+    m = Machine(lambda n, t: 10_000 if n == 1 else 10_000 / 30)
+    spent = m.run(governor(m), 10_000 * 60)
+    assert sum(spent.values()) <= 1.10 * (60 + 1.0)
+    assert spent.get(2, 0.0) < 0.02 * sum(spent.values())
+
+
+def test_follows_a_neighbour_that_arrives_and_leaves():
+    """Quiet for 60 s, a neighbour for 60 s, quiet again: it moves to one thread soon after the
+    neighbour arrives and back to two within max_gap (+ a window) after it leaves."""
+    def rate(n, t):
+        loaded = 60 <= t < 120
+        if n == 1:
+            return 10_000.0
+        return 10_000 / 5 if loaded else 18_000.0
+
+    m = Machine(rate)
+    g = governor(m, max_gap=20.0)
+    m.run(g, 18_000 * 55)                               # the quiet minute
+    assert g.current == 2
+    while m.t < 60 + 3.0:                               # three seconds into the neighbour's stay
+        m.run(g, 200)
+    assert g.current == 1
+    while m.t < 120:
+        m.run(g, 2_000)
+    assert g.current == 1
+    while m.t < 120 + 20.0 + 1.0:
+        m.run(g, 2_000)
+    assert g.current == 2
+
+
+def test_pinned_count_is_applied_and_never_changes():
+    m = Machine(lambda n, t: 10_000 if n == 1 else 100.0)      # even when another count is faster
+    g = governor(m, pinned=2)
+    assert g.samples(4096) == 4096                             # stretches as before: chunks of 4096
+    m.run(g, 100_000)
+    assert set(m.applied) == {2} and g.switches == 0
+
+
+def test_one_core_never_tries_anything():
+    m = Machine(lambda n, t: 1_000.0)
+    g = Governor(m.apply, 1, clock=m.clock)
+    m.run(g, 50_000)
+    assert set(m.applied) == {1}
+
+
+def test_inference_over_many_rows_goes_through_the_governor(monkeypatch):
+    """Network.predict_proba on ≥ INFERENCE_MIN_ROWS rows asks the inference governor for its
+    thread count per chunk (and gives the same scores); smaller calls never create it."""
+    from digitnet.nn.network import Network, dense_layers
+
+    applied: list[int] = []
+    g = Governor(applied.append, 2)
+    monkeypatch.setattr(threads, "inference", lambda: g)
+    net = Network.init(dense_layers([784, 32, 10], "relu", "softmax"), (1, 28, 28), seed=1)
+    x = np.random.default_rng(0).random((3000, 784), dtype=np.float32)
+    governed = net.predict_proba(x, chunk=500)
+    assert len(applied) == 6
+    plain = np.concatenate([net.predict_proba(x[i:i + 500]) for i in range(0, 3000, 500)])
+    assert len(applied) == 6                                    # 500-row calls: below the threshold
+    np.testing.assert_allclose(governed, plain, rtol=1e-5, atol=1e-7)
