@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from digitnet.cli import app
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 runner = CliRunner()
 CAPTION = re.compile(r"#(\d+) (\d+)")
 
@@ -54,9 +53,14 @@ def test_list_json_names_every_known_set_and_where(tmp_path):
     assert set(known) >= {"embedded", "mnist", "fashion-mnist", "kmnist"}
     assert known["embedded"]["present"] and known["embedded"]["train"] == 8000
     assert not known["mnist"]["present"]                 # XDG_DATA_HOME is empty in tests
-    if FASHION.is_dir():
-        assert known["fashion-mnist"]["path"] == str(FASHION) and known["fashion-mnist"]["test"] == 10000
     assert doc["imported"] == [] and doc["data_dir"] == str(tmp_path / "xdg" / "digitnet")
+
+
+def test_list_json_finds_fashion_mnist_where_debian_installs_it(fashion_mnist):
+    result = _run("list", "--json")
+    assert result.exit_code == 0, result.output
+    fashion = next(s for s in json.loads(result.output)["known"] if s["name"] == "fashion-mnist")
+    assert fashion["present"] and fashion["path"] == str(fashion_mnist) and fashion["test"] == 10000
 
 
 def test_list_table_shows_hint_for_missing_sets():
@@ -82,8 +86,7 @@ def test_show_by_label_shows_only_that_class(embedded):
     assert [int(i) for i, _ in captions] == list(want)
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="no Fashion-MNIST on this machine")
-def test_show_by_class_name_on_fashion():
+def test_show_by_class_name_on_fashion(fashion_mnist):
     result = _run("show", "fashion-mnist", "--label", "ankle boot", "-n", "2")
     assert result.exit_code == 0, result.output
     assert result.output.count("Ankle boot") == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FASHION
 from digitnet.datasets import FASHION_NAMES, load_dataset, make_dataset
 from digitnet.errors import DataError
 from digitnet.idx import write_idx
@@ -24,8 +23,7 @@ def test_embedded_is_the_specified_split(embedded):
     assert embedded.class_names == tuple("0123456789")
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_fashion_mnist_by_name_carries_class_names():
+def test_fashion_mnist_by_name_carries_class_names(fashion_mnist):
     d = load_dataset("fashion-mnist")
     assert len(d.train_labels) == 60000 and len(d.test_labels) == 10000
     assert d.class_names == FASHION_NAMES

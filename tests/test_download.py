@@ -25,7 +25,6 @@ from digitnet.download import (SOURCES, RemoteFile, Reporter, Source, download, 
 from digitnet.errors import DataError, DownloadError
 from digitnet.idx import write_idx
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 LIFETIME = 60.0   # seconds: the server shuts itself down after this, whatever happens
 
 
@@ -269,12 +268,11 @@ def test_known_sources_are_complete():
         assert len(source.mirrors) >= 2
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="no Fashion-MNIST on this machine")
-def test_fashion_copies_on_this_machine_match_the_published_content_hashes():
+def test_fashion_copies_on_this_machine_match_the_published_content_hashes(fashion_mnist):
     """The local .gz files were re-compressed, so their bytes differ from the published .gz
     md5; their decompressed content must match the published raw md5."""
     for entry in SOURCES["fashion-mnist"].files:
-        assert verify_local(FASHION / entry.name, entry) in ("file", "content"), entry.name
+        assert verify_local(fashion_mnist / entry.name, entry) in ("file", "content"), entry.name
 
 
 def test_cli_download_with_manifest_and_bar_free_output(server, tmp_path):

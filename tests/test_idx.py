@@ -8,18 +8,16 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import FASHION
 from digitnet.errors import DataError
 from digitnet.idx import iter_idx_chunks, read_idx, read_idx_header, write_idx
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_reads_real_fashion_mnist():
-    images = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
+def test_reads_real_fashion_mnist(fashion_mnist):
+    images = read_idx(fashion_mnist / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(fashion_mnist / "t10k-labels-idx1-ubyte.gz")
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (10000,) and np.bincount(labels).tolist() == [1000] * 10
-    assert read_idx_header(FASHION / "train-images-idx3-ubyte.gz")[1] == (60000, 28, 28)
+    assert read_idx_header(fashion_mnist / "train-images-idx3-ubyte.gz")[1] == (60000, 28, 28)
 
 
 @pytest.mark.parametrize("name", ["a-idx3-ubyte", "a-idx3-ubyte.gz"])

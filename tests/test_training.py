@@ -67,6 +67,39 @@ def test_same_seed_same_bits_for_a_conv_net_with_dropout(tiny):
     assert not np.array_equal(a.network.params, c.network.params)
 
 
+def test_clothing_is_augmented_with_the_objects_profile(tiny, monkeypatch):
+    """Images whose classes are Fashion-MNIST's are augmented as the objects profile says
+    (moved and resized only: no rotation, no shear, strokes never thinner or bolder), digits
+    as handwriting (rotated, slanted, strokes changed). Seen where the transforms reach the
+    warp kernel, every epoch."""
+    from digitnet import kernels
+    from digitnet.datasets import FASHION_NAMES
+
+    warps = []
+    real = kernels.warp_images
+
+    def spy(images, mats, thickness, out):
+        warps.append((mats.copy(), thickness.copy()))
+        return real(images, mats, thickness, out)
+
+    monkeypatch.setattr(kernels, "warp_images", spy)
+    cfg = resolve_config("default", hidden=(8,), epochs=2, augment=True)
+    clothes = make_dataset("clothes", tiny.train_images, tiny.train_labels, tiny.test_images, tiny.test_labels,
+                           FASHION_NAMES)
+    train(clothes, cfg)
+    assert len(warps) == 2 and all(len(t) == 540 for _, t in warps)          # one per epoch, every training image
+    for mats, thickness in warps:
+        assert not thickness.any()                                          # strokes unchanged
+        assert not mats[:, 0, 1].any() and not mats[:, 1, 0].any()          # no rotation, no shear
+        assert np.all(np.abs(mats[:, [0, 1], [0, 1]] - 1) < 0.1)             # resized by at most ±6% (×aspect ±3%)
+        assert np.abs(mats[:, :, 2]).max() > 1                               # but moved
+    warps.clear()
+    train(tiny, cfg)                                                         # the same images, as digits
+    assert len(warps) == 2
+    for mats, thickness in warps:
+        assert (thickness != 0).mean() > 0.2 and (np.abs(mats[:, 0, 1]) > 0.05).mean() > 0.5
+
+
 @pytest.mark.parametrize("preset", ["3b1b", "nielsen", "mlp"])
 def test_presets_learn(small, preset):
     cfg = resolve_config(preset, epochs=3)
@@ -155,21 +188,58 @@ def test_the_schedule_reaches_the_update(tiny, monkeypatch, kw):
     assert const.history[1]["loss"] != cos.history[1]["loss"]
 
 
-def test_best_epoch_is_kept(small):
-    seen = []
-    result = train(small, resolve_config("default", hidden=(16,), epochs=4, augment=False), on_epoch=seen.append)
-    best = max(seen, key=lambda s: s.val_accuracy)
-    assert result.best_epoch == best.epoch
+def dense_accuracy_by_hand(net, images, labels) -> float:
+    """A dense ReLU network's accuracy from its weights, with a forward pass written here in
+    float64 (z = a W^T + b, ReLU between layers; the largest output wins): a second
+    implementation, not the library's."""
+    a = images.reshape(len(images), -1).astype(np.float64) / 255          # (batch, 784)
+    dense = [v for v in net.views if "W" in v]
+    for i, v in enumerate(dense):
+        a = a @ v["W"].astype(np.float64).T + v["b"]                       # (batch, n_out)
+        if i < len(dense) - 1:
+            a = np.maximum(a, 0)
+    return float(np.mean(a.argmax(axis=1) == labels))
+
+
+def test_best_epoch_is_kept(small, monkeypatch):
+    """The network returned is the one of the epoch with the best validation accuracy, both
+    judged by a forward pass written in the test: the network is copied at each epoch's
+    validation, every copy scored by hand, and the best copy must be the result."""
+    snapshots = []
+    real = training.loss_and_accuracy
+
+    def snapshot(net, x, y):
+        snapshots.append(net.copy())
+        return real(net, x, y)
+
+    monkeypatch.setattr(training, "loss_and_accuracy", snapshot)
+    # lr 1.0 without momentum: validation accuracy goes up and down, so the best is not simply the last
+    cfg = resolve_config("default", hidden=(16,), epochs=6, augment=False, lr=1.0, momentum=0.0,
+                         schedule="constant", val_split=0.2)
+    result = train(small, cfg)
     idx = result.val_indices
-    x = to_unit_float(small.train_images[idx]).reshape(len(idx), -1)
-    assert loss_and_accuracy(result.network, x, small.train_labels[idx])[1] == pytest.approx(best.val_accuracy)
+    images, labels = small.train_images[idx], small.train_labels[idx]
+    by_hand = [dense_accuracy_by_hand(net, images, labels) for net in snapshots]
+    assert len(by_hand) == 6 and len(set(by_hand)) > 1
+    best = int(np.argmax(by_hand))                        # the first of equals, as a strict improvement keeps it
+    assert best < 5, f"the set-up must make an earlier epoch the best: {by_hand}"
+    assert result.best_epoch == best + 1, by_hand
+    assert np.array_equal(result.network.params, snapshots[best].params)
+    assert [h["val_accuracy"] for h in result.history] == pytest.approx(by_hand, abs=1 / len(labels))
 
 
 def test_resume_continues_history(small):
+    """The resumed run keeps the earlier history exactly (and leaves the caller's list
+    alone), numbers its epochs on from it, and starts from the given weights: its first
+    epoch's cost is close to the last saved epoch's, far from a fresh start's."""
     cfg = resolve_config("default", hidden=(16,), epochs=2, augment=False)
     first = train(small, cfg)
+    saved_history = [dict(h) for h in first.history]
     more = train(small, cfg, resume=first.network, history=first.history)
     assert [h["epoch"] for h in more.history] == [1, 2, 3, 4]
+    assert more.history[:2] == saved_history and first.history == saved_history
+    fresh, saved, resumed = first.history[0]["loss"], first.history[-1]["loss"], more.history[2]["loss"]
+    assert abs(resumed - saved) < 0.5 * (fresh - saved), (fresh, saved, resumed)
     with pytest.raises(UsageError, match="--resume"):
         bad = make_dataset("wide", np.zeros((10, 10, 10), np.uint8), np.arange(10) % 10, None, None)
         train(bad, cfg, resume=first.network)
@@ -314,8 +384,7 @@ def test_signal_stops_training_and_saves_best(tmp_path, sig, code):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
-def test_full_size_fashion_mnist_epoch(tmp_path):
+def test_full_size_fashion_mnist_epoch(tmp_path, fashion_mnist):
     """One epoch over all 60,000 Fashion-MNIST images through the real console script."""
     import json
 
