@@ -1,11 +1,11 @@
 """The models the drawing page offers, each known to clients only by a short id.
 
-They are, in this order: the model files given on the command line, the default model
-(the caller's rule; else $DIGITNET_MODEL or the shipped ``digitnet.npz``), the other shipped
-models, and the ``.npz``
-files under ``./models/``; a file reached twice is listed once. Clients choose by id from
-``GET /api/models``, so no path ever comes from a request. Models named on the command line
-are loaded (and checked) at once; the others on first use, or by ``warm()`` in the background.
+They are, in this order: the model files given on the command line, the default model (the
+one every command uses when none is named: ``digitnet.cli.common.default_model``), the other
+shipped models, and the ``.npz`` files under ``./models/``; a file reached twice is listed
+once. Clients choose by id from ``GET /api/models``, so no path ever comes from a request.
+Models named on the command line are loaded (and checked) at once; the others on first use,
+or by ``warm()`` in the background.
 """
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ class Catalog:
     def discover(cls, paths=(), cwd: Path | None = None, default: Path | None = None) -> Catalog:
         """Collect the models (see the module's docstring). Models in ``paths`` are loaded now:
         a bad one raises ModelError/DataError, as any command that is given a model file does.
-        ``default``: the model the other commands would use (listed after ``paths``)."""
-        from digitnet.modelfile import default_model_path
+        ``default``: the model the other commands would use (listed after ``paths``); when not
+        given, chosen by their rule, default_model() (in the process's current folder; ``cwd``
+        is only where ``models/`` is listed from)."""
+        from digitnet.cli.common import default_model
 
         cwd = Path.cwd() if cwd is None else Path(cwd)
         found: list[tuple[Path, str]] = [(Path(p), "command line") for p in paths]
-        default_path = Path(default) if default is not None else default_model_path()
+        default_path = Path(default) if default is not None else default_model()
         if default_path.is_file():
             found.append((default_path, "default"))
         found += [(p, "shipped") for p in _npz_files(_shipped_dir())]
