@@ -20,18 +20,25 @@ class SGD:
         self.momentum, self.l2 = dtype(momentum), dtype(l2)
         self.mask = decay_mask if decay_mask is not None else np.ones(n, dtype)
         self.velocity = np.zeros(n, dtype)
+        self._l2_mask = self.l2 * self.mask          # λ on weights, 0 on biases
+        self._t = np.empty(n, dtype)                 # scratch: a step allocates nothing
 
     def step(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
         """Update ``params`` in place from ``grad`` (the batch-mean gradient) at rate ``lr``."""
         lr = params.dtype.type(lr)
+        t = self._t
         if self.l2:
-            grad = grad + self.l2 * self.mask * params
+            np.multiply(self._l2_mask, params, out=t)     # λ W
+            t += grad                                     # ∇C + λ W
+        else:
+            t[:] = grad
+        t *= lr                                           # η (∇C + λ W)
         if self.momentum:
             self.velocity *= self.momentum
-            self.velocity -= lr * grad
+            self.velocity -= t
             params += self.velocity
         else:
-            params -= lr * grad
+            params -= t
 
 
 class Adam:
@@ -46,21 +53,31 @@ class Adam:
         self.l2, self.beta1, self.beta2, self.eps = l2, beta1, beta2, eps
         self.mask = decay_mask if decay_mask is not None else np.ones(n, dtype)
         self.m, self.v, self.t = np.zeros(n, dtype), np.zeros(n, dtype), 0
+        self._l2_mask = self.l2 * self.mask          # λ on weights, 0 on biases
+        self._a, self._b = np.empty(n, dtype), np.empty(n, dtype)    # scratch: a step allocates nothing
 
     def step(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
         """Update ``params`` in place from ``grad`` at rate ``lr``."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
+        a, b = self._a, self._b
         self.m *= b1
-        self.m += (1 - b1) * grad
+        np.multiply(grad, 1 - b1, out=a)
+        self.m += a                                           # m = β1 m + (1 − β1) ∇
         self.v *= b2
-        self.v += (1 - b2) * grad * grad
-        m_hat_scale = 1.0 / (1 - b1 ** self.t)
-        v_hat_scale = 1.0 / (1 - b2 ** self.t)
-        update = (self.m * m_hat_scale) / (np.sqrt(self.v * v_hat_scale) + self.eps)
+        np.multiply(grad, 1 - b2, out=a)
+        a *= grad
+        self.v += a                                           # v = β2 v + (1 − β2) ∇²
+        np.multiply(self.v, 1.0 / (1 - b2 ** self.t), out=a)
+        np.sqrt(a, out=a)
+        a += self.eps                                         # √v̂ + ε
+        np.multiply(self.m, 1.0 / (1 - b1 ** self.t), out=b)
+        b /= a                                                # m̂ / (√v̂ + ε)
         if self.l2:
-            update += self.l2 * self.mask * params
-        params -= params.dtype.type(lr) * update.astype(params.dtype, copy=False)
+            np.multiply(self._l2_mask, params, out=a)
+            b += a                                            # … + λ W
+        b *= params.dtype.type(lr)
+        params -= b
 
 
 # name -> factory(n, momentum, l2, decay_mask); Adam keeps its own moments, so it ignores momentum
