@@ -33,6 +33,7 @@ import numpy as np
 from digitnet import __version__
 from digitnet.atomic import atomic_write
 from digitnet.errors import DigitnetError, ModelError, UsageError
+from digitnet.modelpath import default_model
 from digitnet.nn.functions import ACTIVATIONS, COSTS
 from digitnet.nn.layers import MAX_UNITS, layer_from_config
 from digitnet.nn.network import Network, dense_layers
@@ -446,14 +447,6 @@ def load_model(path: str | os.PathLike) -> Model:
                  meta.get("config") or {}, meta.get("history") or [], meta.get("dataset") or {}, meta, str(path))
 
 
-def default_model_path() -> Path:
-    """The model used when none is named: $DIGITNET_MODEL, else the shipped default
-    (inside the installed package, or ``models/`` of a checkout)."""
-    env = os.environ.get("DIGITNET_MODEL")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "models" / "digitnet.npz", here.parent / "models" / "digitnet.npz"):
-        if candidate.is_file():
-            return candidate
-    return here.parent / "models" / "digitnet.npz"
+# The model used when none is named has one rule, in digitnet.modelpath; ``default_model_path``
+# is its older name here, kept for scripts that import it.
+default_model_path = default_model

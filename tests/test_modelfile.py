@@ -293,11 +293,17 @@ def test_truncated_and_foreign_files(tmp_path):
         load_model(tmp_path / "nope.npz")
 
 
-def test_default_model_path_honours_environment(monkeypatch, tmp_path):
+def test_default_model_path_is_the_one_rule(monkeypatch, tmp_path):
+    """The older name follows the one rule (tests/test_modelpath.py): $DIGITNET_MODEL, else
+    ./models/digitnet.npz where train writes, else the shipped model."""
     monkeypatch.setenv("DIGITNET_MODEL", str(tmp_path / "x.npz"))
     assert default_model_path() == tmp_path / "x.npz"
     monkeypatch.delenv("DIGITNET_MODEL")
-    assert default_model_path().name == "digitnet.npz"
+    monkeypatch.chdir(tmp_path)
+    assert default_model_path().is_file() and default_model_path().is_absolute()       # the shipped one
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "digitnet.npz").write_bytes(default_model_path().read_bytes())
+    assert default_model_path() == Path("models") / "digitnet.npz"
 
 
 # --- issue 13: metadata every command can print, one limit for train and load, members read lazily

@@ -1,6 +1,6 @@
 """What every command shares: turning digitnet's errors into one line and an exit code, the
-one rule for the default model, the options every command spells alike, user text made safe
-for a terminal, and help without type noise. Imports nothing heavy.
+default model (by the one rule, digitnet.modelpath), the options every command spells alike,
+user text made safe for a terminal, and help without type noise. Imports nothing heavy.
 
 The conventions (the same option means the same thing everywhere):
 
@@ -22,15 +22,12 @@ import typer
 from typer import _click
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
+from digitnet.modelpath import RULE, default_model  # noqa: F401  (the one rule, for the commands)
 from digitnet.termtext import terminal_safe
 
 EXIT_FAILURE = 1
 EXIT_SIGNAL = {2: 130, 15: 143}   # SIGINT, SIGTERM -> 128 + signum
-# Where `digitnet train` writes by default, relative to the current folder: the model the
-# other commands then use (see default_model).
-TRAIN_OUT = Path("models") / "digitnet.npz"
-MODEL_HELP = ("The model file [default: $DIGITNET_MODEL, else ./models/digitnet.npz (where train writes) "
-              "if it exists, else the shipped model].")
+MODEL_HELP = f"The model file [default: {RULE}]."
 
 
 def error_line(message: str) -> None:
@@ -94,20 +91,6 @@ def closed_pipe() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the model
-
-def default_model() -> Path:
-    """The model used when none is named, the same for every command: ``$DIGITNET_MODEL``,
-    else ``./models/digitnet.npz`` in the current folder (where ``digitnet train`` writes by
-    default) if it exists, else the shipped model."""
-    from digitnet.modelfile import default_model_path
-
-    env = os.environ.get("DIGITNET_MODEL")
-    if env:
-        return Path(env)
-    if TRAIN_OUT.is_file():
-        return TRAIN_OUT
-    return default_model_path()
-
 
 def model_option(**kw):
     """``--model/-m MODEL``: the same option in every command."""

@@ -72,7 +72,7 @@ class Catalog:
         ``default``: the model the other commands would use (listed after ``paths``); when not
         given, chosen by their rule, default_model() (in the process's current folder; ``cwd``
         is only where ``models/`` is listed from)."""
-        from digitnet.cli.common import default_model
+        from digitnet.modelpath import default_model
 
         cwd = Path.cwd() if cwd is None else Path(cwd)
         found: list[tuple[Path, str]] = [(Path(p), "command line") for p in paths]
