@@ -5,7 +5,8 @@ the rate is over the part done) first alone and then while a neighbour process s
 core (``python -c "while True: pass"``), for digitnet at ``--threads auto`` (the default),
 pinned to 1 and to all cores, and for PyTorch CPU at all cores and at one, in the same run.
 The figure is the loaded/alone ratio of epoch time: 2.0 would be exactly half the machine.
-Then two ``digitnet train`` processes started together, each against one run alone.
+Then batched inference (the shipped CNN over the 10k test images, as predict and evaluate run
+it) the same way, and two ``digitnet train`` processes started together, each against one run alone.
 
 digitnet runs through ``digitnet.training.train``, the code ``digitnet train`` runs, so the
 thread governor (``digitnet/threads.py``) is what is measured.
@@ -114,6 +115,41 @@ def bench(dataset, x, labels, time_limit: float, use_torch: bool, quick: bool) -
     return out
 
 
+def inference(x: np.ndarray, time_limit: float) -> list[dict]:
+    """Images/s of batched inference (``Network.predict_proba``, as predict and evaluate run
+    it) alone and loaded, with the inference governor at auto and pinned to 1 and all cores."""
+    from digitnet import threads
+    from digitnet.modelfile import load_model
+
+    cores = len(os.sched_getaffinity(0))
+    models = {"the shipped CNN (models/digitnet.npz)": load_model(ROOT / "models" / "digitnet.npz").network}
+    rows = []
+    for name, net in models.items():
+        row = {"workload": f"inference, {name}", "alone": {}, "loaded": {}}
+
+        def rate(pinned):
+            threads._INFERENCE = threads.Governor(threads.BlasThreads(), pinned=pinned, window=0.1)
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < time_limit:
+                net.predict_proba(x)
+                n += len(x)
+            return n / (time.perf_counter() - t0)
+
+        impls = {"digitnet auto": None, "digitnet 1 thread": 1, f"digitnet {cores} threads": cores}
+        rate(1)
+        for where in ("alone", "loaded"):
+            with neighbour() if where == "loaded" else contextlib.nullcontext():
+                for key, pinned in impls.items():
+                    row[where][key] = rate(pinned)
+        threads._INFERENCE = None
+        row["ratio"] = {k: row["alone"][k] / row["loaded"][k] for k in impls}
+        row["auto_vs_1_thread_loaded"] = row["loaded"]["digitnet auto"] / row["loaded"]["digitnet 1 thread"]
+        print(f"{row['workload']}: " + ", ".join(f"{k} {row['alone'][k]:.0f}/s → {row['loaded'][k]:.0f}/s "
+                                                 f"({row['ratio'][k]:.2f}×)" for k in impls), flush=True)
+        rows.append(row)
+    return rows
+
+
 def two_runs(epochs: int) -> dict:
     """Training seconds of ``digitnet train --preset mlp`` (Fashion-MNIST, no augmentation)
     alone, then of two started together."""
@@ -142,8 +178,9 @@ def table(result: dict) -> str:
              "Epoch time beside one CPU-bound neighbour ÷ alone (2.0 = exactly half the machine; samples/s alone → loaded):",
              "", "| workload | " + " | ".join(keys) + " | auto ÷ 1 thread, loaded |",
              "|---|" + "---|" * (len(keys) + 1)]
-    for r in rows:
-        cells = [f"**{r['ratio'][k]:.2f}×** ({r['alone'][k] / 1e3:.1f}k → {r['loaded'][k] / 1e3:.1f}k)" for k in keys]
+    for r in rows + result.get("inference", []):
+        cells = [f"**{r['ratio'][k]:.2f}×** ({r['alone'][k] / 1e3:.1f}k → {r['loaded'][k] / 1e3:.1f}k)"
+                 if k in r["ratio"] else "" for k in keys]
         lines.append(f"| {r['workload']} | " + " | ".join(cells) + f" | {r['auto_vs_1_thread_loaded']:.2f} |")
     t = result.get("two_runs")
     if t:
@@ -173,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
               "load_before": " ".join(f"{v:.2f}" for v in os.getloadavg()),
               "time_limit": limit, "cores": len(os.sched_getaffinity(0)),
               "workloads": bench(dataset, x, labels, limit, use_torch, args.quick)}
+    result["inference"] = inference(dataset.test_images.reshape(-1, 784).astype(np.float32) / np.float32(255), limit)
     if not args.quick:
         result["two_runs"] = two_runs(2)
         print(f"two runs together: {result['two_runs']['ratios']}")
