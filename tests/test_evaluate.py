@@ -214,3 +214,21 @@ def test_names_are_data_in_the_report(tiny_model, folder, tmp_path):
     assert flat.startswith(f"[b]named.npz on {d} (43 image files in 10 class folders): accuracy")
     assert "[i]7 read as [i]1" in flat
     assert "9 nine\\x1b[2J" in out and "\x1b" not in out
+
+
+def test_in_a_pipe_prose_lines_are_whole_and_unpadded(tiny_model, folder):
+    """Piped at COLUMNS=80, the headline, the most-confused line and each listed mistake stay
+    one line each (a script's grep finds them), and no line is padded with spaces."""
+    paths, labels = truth_of(folder)
+    rows = predict_inputs(load_model(tiny_model), paths)
+    wrong = [(p, (y, r.label)) for r, p, y in zip(rows, paths, labels) if r.label != y]
+    r = evaluate("-m", tiny_model, "--data", folder, "--show", "-n", "50", COLUMNS=80)
+    lines = r.stdout.decode().splitlines()
+    head = lines[0]
+    assert len(head) > 80 and "accuracy" in head and head.endswith(re.search(r"mean cost \d\.\d{4}", head).group(0))
+    confused = [line for line in lines if line.startswith("Most confused: ")]
+    assert len(confused) == 1 and confused[0].count(" read as ") == min(5, len({pair for _, pair in wrong}))
+    assert f"All {len(wrong)} mistakes, most confident first" in r.stdout.decode()
+    listed = [line for line in lines if re.match(r"\s+\d+\. ", line)]
+    assert len(listed) == len(wrong) and all(re.search(r"read as \d \(\d+\.\d%\)$", line) for line in listed)
+    assert not [line for line in lines if line.endswith(" ")]

@@ -23,6 +23,12 @@ Examples:
 SPLITS = ("test", "train")
 
 
+def _line(console, text) -> None:
+    """Print a line of prose: wrapped at words on a terminal, left whole in a pipe (never
+    broken at 80 columns or padded with spaces, so a script's grep finds it)."""
+    console.print(text, soft_wrap=not console.is_terminal)
+
+
 def render_report(console, report: dict, class_names, title: str) -> None:
     """Print an evaluation report as scikit-learn's classification_report reads: the
     headline, per-class table with accuracy, macro and weighted averages under it, the
@@ -35,24 +41,24 @@ def render_report(console, report: dict, class_names, title: str) -> None:
     plain = is_plain(console)
     headline = Text.assemble((terminal_safe(title), "bold"), ": accuracy ", (f"{report['accuracy']:.2%}", "bold"),
                              f"  ({round(report['accuracy'] * report['n']):,}/{report['n']:,}), mean cost {report['loss']:.4f}")
-    console.print(headline)
+    _line(console, headline)
     averages = {k: report[k] for k in ("macro_avg", "weighted_avg") if k in report}
     console.print(fit_table(console, lambda k: per_class_table(report["per_class"], averages or None, report["accuracy"],
                                                                report["n"], compact=k), 5))
     matrix = fit_table(console, lambda k: confusion_table(report["confusion_matrix"], class_names, plain, compact=k), 1)
     if console.is_terminal and not fits(console, matrix):
-        console.print(Text(f"(the confusion matrix needs {natural_width(console, matrix)} columns; this terminal has "
-                           f"{console.width}: widen it, or use --json)", style="dim"))
+        _line(console, Text(f"(the confusion matrix needs {natural_width(console, matrix)} columns; this terminal has "
+                            f"{console.width}: widen it, or use --json)", style="dim"))
     else:
         console.print(matrix)
     pairs = report["most_confused"]
     if pairs:
         names = [terminal_safe(n) for n in class_names]
-        console.print(Text("Most confused: " + "; ".join(
+        _line(console, Text("Most confused: " + "; ".join(
             f"{names[p['true']]} read as {names[p['predicted']]}: {p['count']} time{'s' if p['count'] != 1 else ''}"
             for p in pairs)))
-    console.print(Text.assemble("accuracy ", (f"{report['accuracy']:.2%}", "bold"),
-                                f" ({round(report['accuracy'] * report['n']):,} of {report['n']:,} right)"))
+    _line(console, Text.assemble("accuracy ", (f"{report['accuracy']:.2%}", "bold"),
+                                 f" ({round(report['accuracy'] * report['n']):,} of {report['n']:,} right)"))
 
 
 def _render_mistakes(console, ev, class_names) -> None:
@@ -64,16 +70,18 @@ def _render_mistakes(console, ev, class_names) -> None:
 
     wrong = round((1 - ev.report["accuracy"]) * ev.report["n"])
     if not ev.mistakes:
-        console.print(Text("No mistakes to show." if not wrong else ""))
+        _line(console, Text("No mistakes to show."))
         return
     names = [terminal_safe(n) for n in class_names]
-    console.print(Text(f"The {len(ev.mistakes)} most confident of {wrong:,} mistakes (true → predicted, confidence, input):",
-                       style="bold"))
+    k = len(ev.mistakes)
+    which = (f"The {k} most confident of {wrong:,} mistakes" if k < wrong else
+             "The one mistake" if k == 1 else f"All {k} mistakes, most confident first")
+    _line(console, Text(f"{which} (true → predicted, confidence, input):", style="bold"))
     labels = [f"{names[m.true]}→{names[m.predicted]} {m.confidence:.0%}" for m in ev.mistakes]
     console.print(digit_grid(np.stack([m.image for m in ev.mistakes]), labels, is_plain(console), min(console.width, 100)))
     for i, m in enumerate(ev.mistakes):
-        console.print(Text(f"  {i + 1:>2}. {terminal_safe(m.entry)}: {names[m.true]} read as {names[m.predicted]} "
-                           f"({m.confidence:.1%})"))
+        _line(console, Text(f"  {i + 1:>2}. {terminal_safe(m.entry)}: {names[m.true]} read as {names[m.predicted]} "
+                            f"({m.confidence:.1%})"))
 
 
 def evaluate_command(
