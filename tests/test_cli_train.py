@@ -152,3 +152,32 @@ def test_a_keyboard_interrupt_in_the_first_epoch_writes_nothing(tmp_path, interr
     assert r.exit_code == 130, r.output
     assert r.stderr.splitlines() == ["digitnet: error: interrupted"], r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# threads: what the run used is reported
+
+@pytest.mark.parametrize("setting", ["1", "auto"])
+def test_json_reports_the_thread_setting_and_the_time_at_each_count(digits_npz, tmp_path, setting):
+    """--json says the setting and the seconds spent at each thread count; a pinned run spends
+    them all at its count, an auto run only at 1 or all cores; the model file records them too."""
+    import json
+
+    from digitnet.threads import cores
+
+    out = tmp_path / "m.npz"
+    r = runner.invoke(app, ["train", "--data", str(digits_npz), "--hidden", "16", "--epochs", "2",
+                            "--threads", setting, "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    threads = json.loads(r.stdout)["threads"]
+    assert threads["setting"] == (1 if setting == "1" else "auto")
+    assert threads["seconds"] and all(t > 0 for t in threads["seconds"].values())
+    assert set(threads["seconds"]) <= ({"1"} if setting == "1" else {"1", str(cores())})
+    assert load_model(out).meta["threads"] == threads["seconds"]
+
+
+def test_a_bad_thread_count_is_one_line_before_anything_loads(tmp_path):
+    r = cli_helpers.run(["train", "--threads", "0", "--out", str(tmp_path / "m.npz")])
+    assert r.returncode == 2
+    assert r.stderr.decode().strip().splitlines() == ["digitnet: error: --threads must be auto or a whole number ≥ 1, not '0'"]
+    assert not (tmp_path / "m.npz").exists()

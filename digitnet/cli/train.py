@@ -141,6 +141,7 @@ def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epoc
         "seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
         "stopped": "interrupted" if signum is not None else result.stopped, "out": str(target), "data": data,
         "config": config.to_json(),
+        "threads": {"setting": threads or "auto", "seconds": {str(n): t for n, t in result.threads.items()}},
     }
     if as_json:
         dump_json(summary)
@@ -153,8 +154,8 @@ def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epoc
         if report:
             render_report(con, report, model.class_names, title=f"Test split of {dataset.name} ({report['n']:,} images)")
         con.print(f"Saved {target}  (best epoch {result.best_epoch} of {len(result.history)}, "
-                  f"{result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s)", soft_wrap=True, markup=False,
-                  highlight=False)
+                  f"{result.seconds:.1f} s, {result.samples_per_second:,.0f} samples/s, {_threads_used(threads, result)})",
+                  soft_wrap=True, markup=False, highlight=False)
     if conflict:
         raise DigitnetError(conflict)
     if signum is not None:
@@ -162,6 +163,14 @@ def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epoc
                   highlight=False)
         return EXIT_SIGNAL.get(signum, 130)
     return 0
+
+
+def _threads_used(threads: int | None, result) -> str:
+    """How the run used the cores: "2 threads", or for auto the share of time at each count."""
+    if threads:
+        return f"{threads} thread{'s' if threads > 1 else ''}"
+    total = sum(result.threads.values()) or 1.0
+    return "threads auto: " + ", ".join(f"{n} for {t / total:.0%}" for n, t in sorted(result.threads.items()))
 
 
 class _Interrupted(Exception):
