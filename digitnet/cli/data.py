@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from digitnet.cli.common import Command, dump_json, error_line, handle_errors
+from digitnet.cli.common import Command, dump_json, error_line, handle_errors, same_or_either
 
 app = typer.Typer(help="See, fetch and bring your own data sets.", no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,7 +77,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 
     con.print(fit_table(con, build, 2))
     con.print(Text(f"Downloads go to {_shorten(str(user_data_dir()))}/NAME; imports are remembered in "
-                   f"{_shorten(str(user_data_dir() / 'imported.json'))}."))
+                   f"{_shorten(str(user_data_dir() / 'imported.json'))}."), soft_wrap=not con.is_terminal)
 
 
 def _pick(labels, class_names, index: Optional[int], label: Optional[str], count: int):
@@ -109,7 +109,10 @@ def _pick(labels, class_names, index: Optional[int], label: Optional[str], count
 
 
 def show_command(
-    spec: str = typer.Argument("embedded", metavar="[SPEC]", help="Data set: a known name, a folder of IDX files, or an .npz [default: embedded]."),
+    spec_arg: Optional[str] = typer.Argument(None, metavar="[SPEC]", show_default=False,
+                                             help="Data set: a known name, a folder of IDX files, or an .npz "
+                                                  "[default: embedded]."),
+    spec: Optional[str] = typer.Option(None, "--data", "-d", metavar="SPEC", help="The data set (as SPEC)."),
     index: Optional[int] = typer.Option(None, "--index", "-i", metavar="N", help="First image to show (0-based)."),
     label: Optional[str] = typer.Option(None, "--label", "-l", metavar="CLASS", help="Show images of this class (number or name)."),
     count: int = typer.Option(6, "--count", "-n", metavar="N", help="How many images."),
@@ -126,6 +129,7 @@ def show_command(
 
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, not {split!r}")
+    spec = same_or_either("the data set (SPEC or --data)", spec_arg, spec) or "embedded"
     ds = load_dataset(spec)
     images, labels = ds.split(split)
     chosen = _pick(labels, ds.class_names, index, label, count)
