@@ -117,6 +117,22 @@ def _directory_images(path: Path) -> list[Path]:
     return [path / e.name for e in sorted(entries, key=lambda e: e.name)]
 
 
+def _no_images_why(path: Path) -> str:
+    """Why a folder gave predict nothing: no image files, and, when it holds folders instead
+    (a folder per class, say), where their images are read."""
+    looked = f"looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
+    try:
+        folders = sorted(e.name for e in os.scandir(path) if not e.name.startswith(".") and e.is_dir())
+    except OSError:
+        folders = []
+    if not folders:
+        return f"no image files in the directory ({looked})"
+    shown = ", ".join(f"{f}/" for f in folders[:3]) + (", …" if len(folders) > 3 else "")
+    where = os.path.join(str(path), "*", "")
+    return (f"no image files in the directory, only folders ({shown}): predict reads no subfolders; "
+            f"give {where}, or for a folder per class: digitnet evaluate --data {path}")
+
+
 # ---------------------------------------------------------------------------------------------
 # stdin: paths (one per line, any bytes a file name may hold) or one image's bytes
 
@@ -565,7 +581,7 @@ def iter_batches(inputs: Iterable[str], shape: tuple[int, int], preprocess: Call
                 yield from add(arg, None, _strip(arg, str(e)))
                 return
             if not files:
-                yield from add(arg, None, f"no image files in the directory (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                yield from add(arg, None, _no_images_why(path))
             for f in files:
                 yield from decoded(str(f), lambda f=f: load_image(f))
         elif kind == "image":

@@ -333,3 +333,17 @@ def test_stdin_image_bytes_and_binary_junk(tmp_path, digits):
     assert names == ["-"] and "not an image" in errors[0]
     names, _, errors = read_all(["-"], stdin=io.BytesIO(b"x" * 100_000 + b"\n" + str(tmp_path / "d.png").encode()))
     assert "longer than" in errors[0] and errors[1] is None
+
+
+def test_a_folder_of_folders_says_where_its_images_are_read(tmp_path, digits):
+    """A folder per class given to predict: the error names the folders and both ways to
+    read them (a glob of the folders, or evaluate for labelled data)."""
+    for c in range(5):
+        (tmp_path / str(c)).mkdir()
+        _digit_png(tmp_path / str(c) / "x.png", digits[c])
+    names, _, errors = read_all([str(tmp_path)])
+    assert names == [str(tmp_path)]
+    assert "only folders (0/, 1/, 2/, …)" in errors[0]
+    assert f"give {tmp_path}/*/" in errors[0] and f"digitnet evaluate --data {tmp_path}" in errors[0]
+    names, _, errors = read_all([str(tmp_path / str(c)) for c in range(5)])     # what the glob gives: read
+    assert errors == [None] * 5
