@@ -126,29 +126,16 @@ def digitnet_epoch(w: ConvWorkload, dataset, x, labels, order, threads: int,
 
 
 def _training_epoch(w: ConvWorkload, dataset, threads: int, time_limit: float) -> tuple[float, int, object]:
-    """``training.train`` for one epoch (augmentation and validation off), its own clock;
-    past ``time_limit`` the epoch is cut short and the rate comes from the chunks done."""
-    from digitnet.training import TrainConfig, train
+    """``training.train`` for one epoch (augmentation and validation off); see
+    ``trainers.training_epoch``."""
+    from digitnet.training import TrainConfig
+
+    from trainers import training_epoch
 
     config = TrainConfig(layers=w.layers, activation="relu", cost="cross-entropy", epochs=1, batch_size=w.batch_size,
                          lr=w.lr, momentum=w.momentum, l2=w.l2, schedule="constant", seed=0, augment=False,
                          val_split=0.0)
-    marks: list[tuple[float, int]] = []
-
-    class OutOfTime(Exception):
-        pass
-
-    def on_chunk(epoch, done, total, loss, acc):
-        marks.append((time.perf_counter(), done))
-        if marks[-1][0] - marks[0][0] > time_limit and done < total:
-            raise OutOfTime
-
-    try:
-        result = train(dataset, config, threads=threads, on_chunk=on_chunk)
-    except OutOfTime:
-        (t1, d1), (t2, d2) = marks[0], marks[-1]
-        return t2 - t1, (d2 - d1) * w.batch_size, None
-    return result.history[0]["seconds"], len(dataset.train_labels), result.network
+    return training_epoch(config, dataset, threads, time_limit)
 
 
 def numpy_epoch(w: ConvWorkload, x, labels, order, threads: int, time_limit: float = 1e9) -> tuple[float, int, object]:

@@ -54,25 +54,12 @@ def neighbour():
 
 
 def digitnet_rate(config_kw: dict, dataset, threads: int | None, time_limit: float) -> float:
-    """Samples/s of ``training.train`` for (part of) one epoch at ``threads`` (None: auto),
-    from its first progress mark to its last (the data copies before training excluded)."""
-    from digitnet.training import TrainConfig, train
+    """Samples/s of ``training.train`` for (part of) one epoch at ``threads`` (None: auto)."""
+    from digitnet.training import TrainConfig
 
     config = TrainConfig(epochs=1, schedule="constant", seed=0, augment=False, val_split=0.0, **config_kw)
-    marks: list[tuple[float, int]] = []
-
-    class OutOfTime(Exception):
-        pass
-
-    def on_chunk(epoch, done, total, loss, acc):
-        marks.append((time.perf_counter(), done))
-        if marks[-1][0] - marks[0][0] > time_limit and done < total:
-            raise OutOfTime
-
-    with contextlib.suppress(OutOfTime):
-        train(dataset, config, threads=threads, on_chunk=on_chunk)
-    (t1, d1), (t2, d2) = marks[0], marks[-1]
-    return (d2 - d1) * config_kw["batch_size"] / max(t2 - t1, 1e-9)
+    seconds, samples, _ = trainers.training_epoch(config, dataset, threads, time_limit)
+    return samples / max(seconds, 1e-9)
 
 
 def workloads(quick: bool) -> list[tuple[str, dict, object]]:

@@ -74,15 +74,14 @@ class _OutOfTime(Exception):
     pass
 
 
-def digitnet_epoch(w: Workload, dataset, threads: int | None, time_limit: float = 1e9) -> tuple[float, int, object]:
-    """(seconds, samples, network) for one epoch of ``digitnet.training.train`` on the whole
-    train split. Past ``time_limit`` seconds the epoch is cut short (a pathologically slow
-    setting must not stall the benchmark) and the rate comes from the chunks done after the first."""
-    from digitnet.training import TrainConfig, train
+def training_epoch(config, dataset, threads: int | None, time_limit: float = 1e9) -> tuple[float, int, object]:
+    """(seconds, samples, network) for one epoch of ``digitnet.training.train`` with ``config``
+    (a one-epoch TrainConfig) at ``threads`` (None: auto), its own per-epoch timer
+    (``history[0]["seconds"]``) the figure. Past ``time_limit`` seconds the epoch is cut short
+    (a pathologically slow setting must not stall the benchmark): then the rate comes from the
+    chunks done after the first, and the network is None."""
+    from digitnet.training import train
 
-    config = TrainConfig(hidden=w.hidden, activation=w.activation, cost=w.cost, epochs=1, batch_size=w.batch_size,
-                         lr=w.lr, momentum=w.momentum, l2=w.l2, schedule="constant", seed=0, augment=False,
-                         val_split=0.0)
     marks: list[tuple[float, int]] = []
 
     def on_chunk(epoch, done, total, loss, acc):
@@ -94,8 +93,19 @@ def digitnet_epoch(w: Workload, dataset, threads: int | None, time_limit: float 
         result = train(dataset, config, threads=threads, on_chunk=on_chunk)
     except _OutOfTime:
         (t1, d1), (t2, d2) = marks[0], marks[-1]
-        return t2 - t1, (d2 - d1) * w.batch_size, None
+        return t2 - t1, (d2 - d1) * config.batch_size, None
     return result.history[0]["seconds"], len(dataset.train_labels), result.network
+
+
+def digitnet_epoch(w: Workload, dataset, threads: int | None, time_limit: float = 1e9) -> tuple[float, int, object]:
+    """(seconds, samples, network) for one epoch of ``digitnet.training.train`` on the whole
+    train split (augmentation and validation off); see ``training_epoch``."""
+    from digitnet.training import TrainConfig
+
+    config = TrainConfig(hidden=w.hidden, activation=w.activation, cost=w.cost, epochs=1, batch_size=w.batch_size,
+                         lr=w.lr, momentum=w.momentum, l2=w.l2, schedule="constant", seed=0, augment=False,
+                         val_split=0.0)
+    return training_epoch(config, dataset, threads, time_limit)
 
 
 def digitnet_kernel_epoch(w: Workload, x: np.ndarray, labels: np.ndarray, order: np.ndarray,
