@@ -78,3 +78,16 @@ def test_help_states_the_rule(path):
 
     out = " ".join(CliRunner().invoke(app, [*path, "--help"], terminal_width=80).output.split())
     assert "$DIGITNET_MODEL, else ./models/digitnet.npz" in out and "the shipped" in out, out
+
+
+def test_a_missing_model_named_by_the_variable_says_where_it_came_from(tmp_path):
+    """$DIGITNET_MODEL naming a file that is gone: the one error line says the variable chose
+    it; a model named on the command line is reported as it is."""
+    import cli_helpers
+
+    gone = tmp_path / "gone.npz"
+    for args in (["evaluate"], ["predict", str(CHECKOUT_MODEL)], ["inspect", "summary", "--no-test"]):
+        r = cli_helpers.run(args, cwd=tmp_path, DIGITNET_MODEL=gone)
+        assert r.returncode == 1 and r.stderr.decode() == f"digitnet: error: {gone}: no such file (the model $DIGITNET_MODEL names)\n"
+    r = cli_helpers.run(["evaluate", "-m", tmp_path / "other.npz"], cwd=tmp_path, DIGITNET_MODEL=gone)
+    assert r.stderr.decode() == f"digitnet: error: {tmp_path / 'other.npz'}: no such file\n"

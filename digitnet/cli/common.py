@@ -22,7 +22,7 @@ import typer
 from typer import _click
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from digitnet.modelpath import RULE, default_model  # noqa: F401  (the one rule, for the commands)
+from digitnet.modelpath import ENV, RULE, default_model  # noqa: F401  (the one rule, for the commands)
 from digitnet.termtext import terminal_safe
 
 EXIT_FAILURE = 1
@@ -109,10 +109,18 @@ def pick_model(*given: Path | str | None) -> Path:
 
 
 def load_model_for(*given: Path | str | None):
-    """Load the model pick_model() chooses."""
+    """Load the model pick_model() chooses; when $DIGITNET_MODEL chose it and it cannot be
+    loaded, the error says so (a variable set long ago is easy to forget)."""
+    from digitnet.errors import ModelError
     from digitnet.modelfile import load_model
 
-    return load_model(pick_model(*given))
+    path = pick_model(*given)
+    try:
+        return load_model(path)
+    except ModelError as e:
+        if all(g is None for g in given) and os.environ.get(ENV):
+            raise ModelError(f"{e} (the model ${ENV} names)") from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
