@@ -360,11 +360,19 @@ def test_one_rule_for_the_default_model(tiny_model, tmp_path):
         summary = json.loads(cli_helpers.run(["inspect", "summary", "--json", "--no-test"], cwd=here, **extra).stdout)["path"]
         return {ev, summary}
 
+    def scores(*model) -> list:
+        """predict's scores for three digits (predict does not print the model's path)."""
+        r = cli_helpers.run(["predict", *model, "--json", "--probs", digits], cwd=here)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line)["probs"] for line in r.stdout.decode().splitlines()]
+
+    digits = here / "digits.npy"
+    np.save(digits, np.load(SHIPPED.parent.parent / "digitnet" / "resources" / "mnist-embedded.npz")["test_images"][:3])
     assert used() == {str(SHIPPED)}
+    assert scores() == scores("-m", SHIPPED)
     shutil.copy(tiny_model, here / "models" / "digitnet.npz")
     assert used() == {"models/digitnet.npz"}
-    mine = cli_helpers.run(["predict", "--json", str(SHIPPED.parent.parent / "tests" / "data")], cwd=here)
-    assert mine.returncode in (0, 1)
+    assert scores() == scores("-m", tiny_model) != scores("-m", SHIPPED)
     assert used(DIGITNET_MODEL=SHIPPED.parent / "mnist-3b1b.npz") == {str(SHIPPED.parent / "mnist-3b1b.npz")}
 
 
