@@ -29,18 +29,29 @@ from digitnet.nn.spec import describe_layers
 
 def parameter_counts(net: Network) -> list[dict]:
     """One row per layer, as Keras' summary: its index (from 1), type, short name, input and
-    output shape per image, the shape of each of its arrays, the count of weights, biases and
-    all, and ``weight_layer``: its number for ``inspect weights --layer`` (None without weights)."""
+    output shape per image, the shape of each of its arrays, the count of weights, biases,
+    other parameters (see array_kind) and all, and ``weight_layer``: its number for ``inspect weights --layer`` (None without weights)."""
     rows, learned = [], learned_layers(net)
     for i, (layer, views) in enumerate(zip(net.layers, net.views)):
         counts = {name: int(a.size) for name, a in views.items()}
+        kinds = {kind: sum(c for name, c in counts.items() if array_kind(name) == kind) for kind in ARRAY_KINDS}
         rows.append({"layer": i + 1, "type": layer.type, "name": layer.describe(),
                      "input_shape": list(net.shapes[i]), "output_shape": list(net.shapes[i + 1]),
                      "arrays": {name: list(a.shape) for name, a in views.items()},
                      "weight_layer": learned.index(i) + 1 if i in learned else None,
-                     "weights": counts.get("W", 0), "biases": counts.get("b", 0),
-                     "parameters": sum(counts.values())})
+                     **kinds, "parameters": sum(counts.values())})
     return rows
+
+
+ARRAY_KINDS = ("weights", "biases", "other")
+
+
+def array_kind(name: str) -> str:
+    """What a layer's array is, by its name: ``weights`` (W, and a transformer block's W_qkv,
+    W_o, W_1, W_2), ``biases`` (b, b_qkv…), else ``other`` (LayerNorm gains and shifts, the
+    class token, position embeddings)."""
+    head = name.split("_")[0]
+    return "weights" if head == "W" else "biases" if head == "b" else "other"
 
 
 def model_summary(model) -> dict:
@@ -172,12 +183,14 @@ class Stage:
 
 def forward_stages(model, image: np.ndarray) -> list[Stage]:
     """The input (1, H, W), then each learned layer's output after the activation that follows
-    it (its neurons' or maps' activations), for one image (H, W) in [0, 1]: the last stage is
-    the network's output. Pooling, flatten and dropout are steps between stages."""
+    it (its neurons' or maps' activations; a patch embedding's or transformer block's tokens
+    (T, D)), for one image (H, W) in [0, 1]: the last stage is the network's output. Pooling,
+    flatten, dropout and a transformer's class-token read-out are steps between stages."""
     net = model.network
     outs = [a for _, a in layer_outputs(model, image)]                # outs[i + 1]: layer i's output
     stages = [Stage("input", "input", None, outs[0])]
-    for i in learned_layers(net):
+    blocks = [i for i, layer in enumerate(net.layers) if layer.type == "block"]
+    for i in sorted(learned_layers(net) + blocks):                    # a block's output: its tokens (T, D)
         after = net.layers[i + 1] if i + 1 < len(net.layers) else None
         act = after.function if isinstance(after, Activation) else None
         stages.append(Stage(net.layers[i].describe() + (f":{act}" if act else ""), net.layers[i].type, act,

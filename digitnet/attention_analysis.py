@@ -40,7 +40,8 @@ def patch_grid(net: Network) -> tuple[int, int, int]:
     """(patch size, rows, columns) of the patch embedding's grid."""
     first = net.layers[0]
     if not isinstance(first, PatchEmbed):
-        raise UsageError("this model does not start with a patch embedding")
+        raise UsageError("this model does not start with a patch embedding: it is not a transformer "
+                         "(train one with --preset attention)")
     _, h, w = first.in_shape
     return first.patch, h // first.patch, w // first.patch
 
@@ -86,10 +87,27 @@ class AttentionView:
     def class_token(self, block: int | None = None, head: int | None = None) -> np.ndarray:
         """Where the class token looks, as the patch grid: in ``block`` (1-based; None: the
         rollout), one ``head`` (0-based) or the mean over heads."""
+        return self.looks(0, block, head)
+
+    def looks(self, token: int, block: int | None = None, head: int | None = None) -> np.ndarray:
+        """Where token ``token`` (0: the class token) looks, as the patch grid: in ``block``
+        (1-based; None: the rollout), one ``head`` (0-based) or the mean over heads."""
         if block is None:
-            return self.on_patches(self.rollout[0])
-        att = self.maps[block - 1] if head is not None else self.mean[block - 1]
-        return self.on_patches(att[head][0] if head is not None else att[0])
+            return self.on_patches(self.rollout[token])
+        att = self.maps[block - 1][head] if head is not None else self.mean[block - 1]
+        return self.on_patches(att[token])
+
+    def to_json(self) -> dict:
+        """JSON-ready, rounded to 6 places: the patch grid, each block's maps (H, T, T) and
+        their mean over heads (T, T), the rollout (T, T) and the class token's rollout as
+        the patch grid. Row i of a map: where token i looks (0: the class token)."""
+        def r(a):
+            return np.round(np.asarray(a, np.float64), 6).tolist()
+
+        return {"patch": self.patch, "grid": list(self.grid), "tokens": int(self.rollout.shape[0]),
+                "blocks": [{"block": b + 1, "heads": int(m.shape[0]), "attention": r(m), "mean": r(mu)}
+                           for b, (m, mu) in enumerate(zip(self.maps, self.mean))],
+                "rollout": r(self.rollout), "class_token_rollout": r(self.class_token())}
 
 
 def attention_view(net: Network, image: np.ndarray) -> AttentionView:
@@ -210,3 +228,73 @@ def ablate(net: Network, block: int, neuron: int, x: np.ndarray, labels: np.ndar
 
     (before, acc_b), (after, acc_a) = per_class(net), per_class(silenced)
     return Ablation(block, neuron, before, after, acc_b, acc_a)
+
+
+# --- what ``inspect mlp`` shows ------------------------------------------------------------------
+@dataclass
+class MlpReport:
+    """One block's MLP on a test set: the ``neurons`` chosen (k,) of ``n_neurons``, every
+    neuron's questions and answers (F, n_classes), the test images (m, H, W) uint8 the
+    questions' patches come from, the count of test images per class (n_classes,), and the
+    ablation of one neuron (None unless asked)."""
+
+    block: int
+    neurons: np.ndarray
+    n_neurons: int
+    questions: NeuronQuestions
+    answers: np.ndarray
+    images: np.ndarray
+    support: np.ndarray
+    ablation: Ablation | None
+    data: str
+
+    def to_json(self, class_names) -> dict:
+        """JSON-ready: each chosen neuron's question (test rows, tokens, patch positions and
+        activations, best first) and answer (its push on each class's score), and the
+        ablation per class (accuracy before, after and the change)."""
+        cols = self.questions.grid[1]
+        rows = []
+        for j in self.neurons:
+            q = [{"row": int(s), "token": int(t), "patch": list(divmod(int(t) - 1, cols)), "activation": round(float(v), 6)}
+                 for s, t, v in zip(self.questions.sample[j], self.questions.token[j], self.questions.value[j])]
+            ans = self.answers[j]
+            rows.append({"neuron": int(j), "question": q, "answer": [round(float(v), 6) for v in ans],
+                         "promotes": [int(c) for c in np.argsort(-ans, kind="stable")[:3]],
+                         "demotes": [int(c) for c in np.argsort(ans, kind="stable")[:3]]})
+        out = {"block": self.block, "n_neurons": self.n_neurons, "data": self.data, "split": "test",
+               "images": int(len(self.images)), "top": int(self.questions.value.shape[1]), "patch": self.questions.patch,
+               "grid": list(self.questions.grid), "neurons": rows, "ablation": None}
+        ab = self.ablation
+        if ab is not None:
+            out["ablation"] = {"neuron": ab.neuron, "accuracy_before": ab.accuracy_before, "accuracy_after": ab.accuracy_after,
+                               "change": ab.accuracy_after - ab.accuracy_before,
+                               "classes": [{"class": i, "name": class_names[i], "support": int(n), "before": float(b),
+                                            "after": float(a), "change": float(a - b)}
+                                           for i, (n, b, a) in enumerate(zip(self.support, ab.before, ab.after))]}
+        return out
+
+
+def mlp_report(model, block: int, neurons: str | None = None, top: int = 9, ablate_neuron: int | None = None,
+               data: str | None = None) -> MlpReport:
+    """``inspect mlp``: block ``block``'s MLP neurons on the test split of ``data`` (default:
+    the model's own data set): for the neurons ``neurons`` (a range such as 0:16, a list or
+    ':'; default all, or the ablated one alone) their questions (the ``top`` test patches)
+    and answers, and with ``ablate_neuron`` what zeroing that neuron does to each class."""
+    from digitnet.analysis import load_split, parse_neurons
+    from digitnet.nn.functions import to_unit_float
+
+    net = model.network
+    index = _block_index(net, block)
+    F = net.views[index]["W_2"].shape[1]
+    if top < 1:
+        raise UsageError(f"--top must be at least 1, got {top}")
+    if ablate_neuron is not None and not 0 <= ablate_neuron < F:       # said before the test set is read
+        raise UsageError(f"--ablate must be a neuron from 0 to {F - 1}, got {ablate_neuron}")
+    if neurons is None:
+        neurons = ":" if ablate_neuron is None else str(ablate_neuron)
+    chosen = parse_neurons(neurons, F, "--neuron")
+    images, labels, dataset = load_split(model, data, "test")
+    x = to_unit_float(images).reshape(len(images), -1)
+    ablation = ablate(net, block, ablate_neuron, x, labels) if ablate_neuron is not None else None
+    return MlpReport(block, chosen, F, neuron_questions(net, block, x, top), neuron_answers(net, block), images,
+                     np.bincount(labels, minlength=net.n_outputs), ablation, data or model.data_spec)

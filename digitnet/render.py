@@ -330,8 +330,14 @@ def layer_table(rows: list[dict], plain: bool) -> Table:
     table.add_column("params", justify="right", footer=f"{total:,}")
     for r in rows:
         k = r["weight_layer"]
-        arrays = " + ".join(f"{name}{k} {shape_text(shape)}" if name == "W" else f"{name}{k}"
-                            for name, shape in r["arrays"].items()) if k else ""
+        if k:
+            arrays = " + ".join(f"{name}{k} {shape_text(shape)}" if name == "W" else f"{name}{k}"
+                                for name, shape in r["arrays"].items())
+        else:               # a transformer block or read-out: its matrices, then what else it holds
+            names = r["arrays"]
+            arrays = " + ".join([f"{n} {shape_text(sh)}" for n, sh in names.items() if n.startswith("W_")]
+                                + (["biases"] if any(n.startswith("b_") for n in names) else [])
+                                + (["LayerNorm"] if any(n.endswith("gamma") for n in names) else []))
         cells = [str(r["layer"]), r["name"], r["type"], shape_text(r["output_shape"]), arrays, f"{r['parameters']:,}"]
         table.add_row(*(Text(c) for c in cells), style=None if r["parameters"] else "dim")
     return fits_the_width(table)
@@ -477,6 +483,37 @@ def grey_rgb(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (any shape) -> uint8 RGB (…, 3) grey levels."""
     g = np.rint(255 * np.clip(np.asarray(values, np.float64), 0.0, 1.0)).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=-1)
+
+
+INK = "o"          # plain text's mark for a digit's stroke under a tinted map
+
+
+def attention_rgb(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A grey image (…, H, W) in [0, 1] with weights (…, H, W) in [0, 1] tinted over it:
+    black … red heat for the weight (the weight heat maps' red), the digit's strokes
+    lightened on top; uint8 (…, H, W, 3). The terminal's tinted maps use these colours."""
+    w = np.clip(np.nan_to_num(np.asarray(weights, np.float64)), 0.0, 1.0)
+    k = 255 * w ** 0.8
+    heat = np.stack([k, k / 5, k / 6], axis=-1)
+    alpha = 0.6 * np.clip(np.asarray(image, np.float64), 0.0, 1.0)[..., None]
+    return np.rint(heat * (1 - alpha) + 235 * alpha).astype(np.uint8)
+
+
+def tinted(image: np.ndarray, weights: np.ndarray, plain: bool) -> Text:
+    """Weights (H, W) in [0, 1] drawn over a grey image (H, W) in [0, 1]: in colour the
+    attention_rgb colours as half blocks; in plain text the ramp for the weight, with
+    INK where the digit has a stroke (either pixel of the pair at least ½)."""
+    image, weights = np.asarray(image, np.float64), np.asarray(weights, np.float64)
+    h, w = image.shape
+    if not plain:
+        rgb = attention_rgb(image, weights).reshape(-1, 3)
+        styles = [f"rgb({r},{g},{b})" for r, g, b in rgb]
+        return _cells(np.arange(h * w, dtype=np.float64).reshape(h, w), lambda i: styles[int(i)], False, None)
+    lines = []
+    for r in range(0, h, 2):
+        ink, weight = image[r:r + 2].max(axis=0), weights[r:r + 2].mean(axis=0)
+        lines.append("".join(INK if i >= 0.5 else ramp_char(v) for i, v in zip(ink, weight)))
+    return Text("\n".join(lines))
 
 
 def image_grid(tiles: np.ndarray, cols: int, zoom: int = 4, gap: int = 2, background=(128, 128, 128)) -> np.ndarray:

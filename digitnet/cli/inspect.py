@@ -1,7 +1,8 @@
 """``digitnet inspect``: look inside a trained network, as 3Blue1Brown's chapter on it does.
 
 Six views, each a thin command over ``digitnet.analysis`` (the numbers) and
-``digitnet.render`` (the pictures): summary, weights, activations, noise, dream, errors.
+``digitnet.render`` (the pictures): summary, weights, activations, noise, dream, errors; and
+two for transformers, attention and mlp, from ``digitnet.cli.inspect_attention``.
 Nothing here imports numba: the NumPy forward pass is all they need.
 """
 
@@ -14,7 +15,8 @@ import typer
 
 from digitnet.cli.common import Command, dump_json, handle_errors, load_model_for, model_option, one_of
 
-app = typer.Typer(help="Look inside a trained network: weights, activations, noise, dreams, mistakes.\n\n"
+app = typer.Typer(help="Look inside a trained network: weights, activations, noise, dreams, mistakes, "
+                       "a transformer's attention and MLP neurons.\n\n"
                        "Example:  digitnet inspect weights -m models/mnist-3b1b.npz",
                   no_args_is_help=True, rich_markup_mode=None)
 
@@ -114,8 +116,9 @@ def _render_summary(info: dict) -> None:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
 
-    def row(name: str, value: str) -> None:              # values may hold user text: never markup
-        grid.add_row(name, Text(terminal_safe(value)))
+    def row(name: str, value) -> None:      # values may hold user text: never markup; a list: lines of it
+        lines = value if isinstance(value, list) else [value]
+        grid.add_row(name, Text("\n".join(terminal_safe(line) for line in lines)))
 
     h, w = info["input_shape"]
     if info["sizes"]:
@@ -123,10 +126,11 @@ def _render_summary(info: dict) -> None:
         row("architecture", f"{arrow.join(map(str, info['sizes']))}  ({hidden} hidden, {info['output']} output, {info['cost']} cost)")
     else:
         # the --layers text on lines of its own, broken after commas rather than inside a token
-        row("architecture", "\n".join(_wrap_tokens(info["architecture"], console.width - 16))
-            + f"\n{h}×{w} in, {len(info['class_names'])} {info['output']} out, {info['cost']} cost")
-    weights, biases = sum(r["weights"] for r in info["layers"]), sum(r["biases"] for r in info["layers"])
-    row("parameters", f"{info['parameters']:,}  ({weights:,} weights, {biases:,} biases; per layer below)")
+        row("architecture", _wrap_tokens(info["architecture"], console.width - 16)
+            + [f"{h}×{w} in, {len(info['class_names'])} {info['output']} out, {info['cost']} cost"])
+    weights, biases, other = (sum(r[kind] for r in info["layers"]) for kind in ("weights", "biases", "other"))
+    others = f", {other:,} other: LayerNorms, class token, positions" if other else ""
+    row("parameters", f"{info['parameters']:,}  ({weights:,} weights, {biases:,} biases{others}; per layer below)")
     ds = info["dataset"]
     if ds:
         row("data set", f"{ds.get('spec') or ds.get('name')}: {ds.get('train', 0):,} train / {ds.get('test', 0):,} test"
@@ -294,8 +298,10 @@ def _conv_weights(m, W, layer, n_layers, neurons, channels, small, console, plai
                          f"(at most {fit}); --png draws them all")
     name = _safe(Path(m.path).name)
     seen = "the image" if source == "input" else f"{source}'s {C} maps of {shape_text(shape[1:])}"
+    how = (f"applied to each {k}×{k} patch of the image in turn (stride {k}): a patch's token starts as these {F} "
+           "numbers" if m.network.layers[at].type == "patch" else f"slid over {seen}")
     console.print(f"[bold]{name}[/], layer {layer} ({m.network.layers[at].describe()}): filters {_ranges(idx)} of {F}, "
-                  f"each {C}×{k}×{k}, slid over {seen}")
+                  f"each {C}×{k}×{k}, {how}")
     if C == 1:
         maps = W[idx, 0]                                           # (n, k, k)
         console.print(f"Each picture: one filter's {k}×{k} weights, drawn {zoom}× enlarged; {_key(plain)}; "
@@ -360,30 +366,9 @@ def activations_command(
     activation) are its feature maps, small grey pictures each on its own scale (maps larger
     than 16×16 drawn at half size, 2×2 max). Pooling, flatten and dropout sit between the
     layers drawn and are not drawn themselves."""
-    import numpy as np
-
     from digitnet import analysis
-    from digitnet.errors import UsageError
 
-    model_arg, image = _model_then(args or [], "IMAGE", takes_model_alone=index is not None)
-    image = Path(image) if image is not None else None
-    one_of(split, SPLITS, "--split")
-    m = _model(model_arg, model)
-    if (image is None) == (index is None):
-        raise UsageError("give an image file or --index N (not both)")
-    label = None
-    if image is not None:
-        from digitnet.predict import preprocessor
-        from digitnet.preprocess import load_image
-
-        pixels = preprocessor(m, not no_preprocess)(load_image(image))   # (H, W) float32 in [0, 1], as predict feeds it
-        source = str(image)
-    else:
-        images, labels, ds = analysis.load_split(m, data, split)
-        if not 0 <= index < len(images):
-            raise UsageError(f"--index {index}: the {split} split of {ds.name} has rows 0 to {len(images) - 1}")
-        pixels, label = images[index].astype(np.float32) / 255, int(labels[index])
-        source = f"{ds.name} {split}[{index}]"
+    m, pixels, label, source = model_and_input(args, model, index, data, split, no_preprocess)
     stages = analysis.forward_stages(m, pixels)
     winner = int(stages[-1].values.argmax())
     confidence = float(m.scores(pixels.reshape(1, -1))[0, winner])     # the score predict shows
@@ -397,6 +382,33 @@ def activations_command(
     picks = [analysis.parse_neurons(maps, s.values.shape[0], "--maps", "maps") if s.values.ndim == 3 else None
              for s in stages[1:-1]]
     _render_activations(m, pixels, label, source, stages, confidence, picks)
+
+
+def model_and_input(args, model, index, data, split, no_preprocess):
+    """(model, pixels (H, W) float32 in [0, 1], label or None, where they came from) for a
+    command taking ``[MODEL] [IMAGE]`` or ``--index N``: an image file preprocessed as predict
+    does (merely resized with ``no_preprocess``), or row N of a data set split."""
+    import numpy as np
+
+    from digitnet import analysis
+    from digitnet.errors import UsageError
+
+    model_arg, image = _model_then(args or [], "IMAGE", takes_model_alone=index is not None)
+    image = Path(image) if image is not None else None
+    one_of(split, SPLITS, "--split")
+    m = _model(model_arg, model)
+    if (image is None) == (index is None):
+        raise UsageError("give an image file or --index N (not both)")
+    if image is not None:
+        from digitnet.predict import preprocessor
+        from digitnet.preprocess import load_image
+
+        pixels = preprocessor(m, not no_preprocess)(load_image(image))   # (H, W) float32 in [0, 1], as predict feeds it
+        return m, pixels, None, str(image)
+    images, labels, ds = analysis.load_split(m, data, split)
+    if not 0 <= index < len(images):
+        raise UsageError(f"--index {index}: the {split} split of {ds.name} has rows 0 to {len(images) - 1}")
+    return m, images[index].astype(np.float32) / 255, int(labels[index]), f"{ds.name} {split}[{index}]"
 
 
 def _render_activations(m, pixels, label, source, stages, confidence: float, picks) -> None:
@@ -415,12 +427,16 @@ def _render_activations(m, pixels, label, source, stages, confidence: float, pic
     blocks = [labelled("input" + (f" (label {names[label]})" if label is not None else ""), digit(pixels, plain))]
     hidden = list(enumerate(stages[1:-1], start=1))                # (l, stage): layer l of neurons or maps
     convs = [(l, s, idx) for (l, s), idx in zip(hidden, picks) if idx is not None]
-    if convs:                                                      # feature maps: one section per conv layer, under the input
+    tokens = [(l, s) for l, s in hidden if s.values.ndim == 2]
+    if convs or tokens:                                            # maps, tokens: one section per layer, under the input
         console.print(tile(blocks, console.width))
         blocks = []
         for l, s, idx in convs:
             console.print()
             _feature_maps(console, plain, l, s, idx)
+        for l, s in tokens:
+            console.print()
+            _tokens(console, plain, l, s)
         console.print()
     for l, s in hidden:
         if s.values.ndim != 1:
@@ -470,6 +486,27 @@ def _feature_maps(console, plain, l: int, stage, idx) -> None:
         console.print(heatmap_grid(shown, labels, plain, console.width, [t or 1.0 for t in tops]))
     else:
         console.print(shade_grid(shown, labels, plain, console.width, tops))
+
+
+def _tokens(console, plain, l: int, stage) -> None:
+    """A transformer layer's tokens (T, D) as one diverging heat map: a row per token (the
+    class token first, then the patches in reading order), a column per value."""
+    import numpy as np
+
+    from rich.text import Text
+
+    from digitnet.render import heatmap, pool_max_abs, robust_scale
+
+    T, D = stage.values.shape
+    shown, k = pool_max_abs(stage.values, console.width - 2)
+    scale = robust_scale(stage.values)
+    key = "' ' most negative, '=' 0, '@' most positive" if plain else "blue negative, black 0, red positive"
+    console.print(Text.assemble((f"layer {l}", "bold"), f"  {stage.name}: {T} tokens of {D} values; rows: the class token, "
+                                f"then the patches in reading order ({'one' if plain else 'two'} per text line); columns: "
+                                f"the values" + (f", each cell the strongest of {k}" if k > 1 else "")
+                                + f"; {key}, full intensity at |v| = {scale:.2g}"))
+    # plain text draws one character per two rows: doubling the rows gives each token its own line
+    console.print(heatmap(np.repeat(shown, 2, axis=0) if plain else shown, plain, scale))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,6 +667,11 @@ HELP = {
 }
 COMMANDS = {"summary": summary_command, "weights": weights_command, "activations": activations_command,
             "noise": noise_command, "dream": dream_command, "errors": errors_command}
+
+from digitnet.cli import inspect_attention  # noqa: E402  (its commands use the helpers above)
+
+HELP.update(inspect_attention.HELP)
+COMMANDS.update(inspect_attention.COMMANDS)
 
 for _name, _fn in COMMANDS.items():
     _what, _example = HELP[_name]
