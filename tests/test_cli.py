@@ -395,3 +395,40 @@ def test_data_names_are_data_not_markup(tmp_path, embedded):
     out = r.stdout.decode()
     assert r.returncode == 0, r.stderr
     assert "[bold]set\\x07 " in out and "\x07" not in out
+
+
+CLOSED_PIPE = [["evaluate"], ["evaluate", "--json"], ["evaluate", "--data", "LABELLED", "--show"],
+               ["data", "list"], ["data", "list", "--json"], ["data", "show", "-n", "2"], ["data", "show", "--json"],
+               ["inspect", "summary", "--no-test"], ["inspect", "summary", "--json", "--no-test"],
+               ["inspect", "errors", "-n", "2"], ["inspect", "weights"], ["inspect", "activations", "-i", "0", "--json"],
+               ["predict", "DIGITS"], ["predict", "DIGITS", "--format", "csv"], ["predict", "DIGITS", "--json"],
+               ["train", "--epochs", "1", "--hidden", "8", "--no-augment", "-o", "OUT"],
+               ["train", "--epochs", "1", "--hidden", "8", "--no-augment", "-o", "OUT", "--json"]]
+
+
+@pytest.mark.parametrize("args", CLOSED_PIPE, ids=[" ".join(a) for a in CLOSED_PIPE])
+def test_a_reader_that_is_gone_ends_every_command_quietly_with_exit_0(tiny_model, tmp_path, embedded, args):
+    """stdout is a pipe whose reader has already closed it (`| head` at its most abrupt): the
+    first write fails, deterministically. Every command that prints a result, in every
+    format, exits 0 with nothing on stderr (train's epoch lines aside), and train still saves."""
+    import os
+
+    import cli_helpers
+
+    digits = tmp_path / "digits.npy"
+    np.save(digits, embedded.test_images[:4])
+    np.savetxt(tmp_path / "labelled.csv", np.column_stack([embedded.test_labels[:30], embedded.test_images[:30].reshape(30, -1)]),
+               fmt="%d", delimiter=",")
+    given = {"DIGITS": digits, "LABELLED": tmp_path / "labelled.csv", "OUT": tmp_path / "m.npz"}
+    argv = [str(given.get(a, a)) for a in args] + ([] if args[0] in ("data", "train") else ["-m", str(tiny_model)])
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([str(DIGITNET), *argv], stdout=write, stderr=subprocess.PIPE, timeout=120,
+                           cwd=tmp_path, env=cli_helpers.env())
+    finally:
+        os.close(write)
+    err = [line for line in r.stderr.decode().splitlines() if not line.startswith("epoch ")]
+    assert (r.returncode, err) == (0, [])
+    if args[0] == "train":
+        assert load_model(tmp_path / "m.npz").network.mlp()[0] == (784, 8, 10)
