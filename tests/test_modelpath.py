@@ -67,8 +67,27 @@ def test_only_modelpath_reads_digitnet_model():
     assert readers == ["digitnet/modelpath.py"]
 
 
-HELP = [("predict",), ("evaluate",), ("inspect", "summary"), ("inspect", "weights"), ("inspect", "activations"),
-        ("inspect", "noise"), ("inspect", "dream"), ("inspect", "errors"), ("draw",)]
+def _commands_taking_a_model():
+    """Every command with a --model option, found in the app (so a new command is covered)."""
+    import typer.main
+
+    from digitnet.cli import app
+
+    def walk(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, prefix + (name,))
+            elif any("--model" in p.opts for p in cmd.params):
+                yield prefix + (name,)
+
+    return sorted(walk(typer.main.get_command(app)))
+
+
+HELP = _commands_taking_a_model()
+
+
+def test_the_commands_taking_a_model_are_found():
+    assert {("predict",), ("evaluate",), ("draw",), ("inspect", "summary"), ("inspect", "errors")} <= set(HELP)
 
 
 @pytest.mark.parametrize("path", HELP, ids=[" ".join(p) for p in HELP])
