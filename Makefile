@@ -19,6 +19,7 @@ install: $(STAMP)  ## the venv alone
 # it is evaluated on the 2,000 embedded MNIST test digits.
 DEFAULT_MODEL_CMD := $(BIN)/digitnet train --preset default --data embedded+fonts --out models/digitnet.npz --force
 THREEB1B_MODEL_CMD := $(BIN)/digitnet train --preset 3b1b --data embedded --out models/mnist-3b1b.npz --force
+ATTENTION_MODEL_CMD := $(BIN)/digitnet train --preset attention --data embedded+fonts --threads 1 --out models/attention.npz --force
 
 train: $(STAMP)  ## train the default network on the embedded digits, print its evaluation, write models/digitnet.npz
 	$(DEFAULT_MODEL_CMD)
@@ -40,6 +41,7 @@ fonts: $(STAMP)  ## re-render digitnet/resources/fonts-digits.npz from this mach
 models: $(STAMP)  ## rebuild every shipped model (commands recorded in models/README.md)
 	$(DEFAULT_MODEL_CMD)
 	$(THREEB1B_MODEL_CMD)
+	$(ATTENTION_MODEL_CMD)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

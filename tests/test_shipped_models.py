@@ -30,7 +30,7 @@ def share_right(model, folder: Path) -> float:
     return float(np.mean([r.label == labels[f] for r, f in zip(rows, files)]))
 
 
-@pytest.mark.parametrize("name, floor", [("digitnet.npz", 0.97), ("mnist-3b1b.npz", 0.90)])
+@pytest.mark.parametrize("name, floor", [("digitnet.npz", 0.97), ("mnist-3b1b.npz", 0.90), ("attention.npz", 0.98)])
 def test_shipped_models_meet_their_accuracy(embedded, name, floor):
     model = load_model(MODELS / name)
     assert evaluate(model, embedded.test_images, embedded.test_labels)["accuracy"] >= floor
