@@ -4,7 +4,8 @@ Starts the real command (``digitnet draw --no-browser --port 0``) on 127.0.0.1, 
 what the page sends — a 280×280 PNG of white ink on black, with every column's activations
 and links in the answer — many times over one keep-alive connection, as the browser does,
 for each model; and the same with 784 numbers as JSON. Prints median, p90, p99 and max of
-the round trip (client clock: request written → whole answer read and parsed). Then the
+the round trip (client clock: request written → whole answer read and parsed), and the
+server's CPU time per request (from /proc: the part the machine's load does not change). Then the
 start-up: from launching the command to its first answer to ``GET /api/models``, best and
 median of several launches.
 
@@ -21,6 +22,7 @@ import argparse
 import http.client
 import io
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -106,10 +108,30 @@ def round_trips(port: int, path: str, bodies: list[bytes], ctype: str, n: int, w
     return times
 
 
-def summary(times: list[float]) -> dict:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time process ``pid`` has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summary(times: list[float], server_cpu: float | None = None) -> dict:
+    """Median, p90, p99 and max of the round trips (ms), and the server's CPU per request (ms):
+    what a round trip would take at least on an idle core, whatever the machine's load."""
     a = np.array(times)
     return {"n": len(a), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+            "p99": float(np.percentile(a, 99)), "max": float(a.max()),
+            "server_cpu": None if server_cpu is None else 1000 * server_cpu / len(a)}
+
+
+def measured(proc: subprocess.Popen, port: int, path: str, bodies: list[bytes], ctype: str, n: int) -> dict:
+    """``round_trips`` summarised, with the server's CPU time over them (warm-up included: a small overcount)."""
+    before = cpu_seconds(proc.pid)
+    times = round_trips(port, path, bodies, ctype, n)
+    after = cpu_seconds(proc.pid)
+    return summary(times, None if before is None or after is None else (after - before) * len(times) / (len(times) + 20))
 
 
 def main() -> None:
@@ -121,7 +143,8 @@ def main() -> None:
     args = ap.parse_args()
 
     shipped = [str(ROOT / "models" / "digitnet.npz"), str(ROOT / "models" / "mnist-3b1b.npz")]
-    models = shipped + [str(Path(m).resolve()) for m in args.models]
+    models = list(dict.fromkeys(shipped + [str(Path(m).resolve()) for m in args.models]))    # a shipped one named again: once
+    load_before = os.getloadavg()[0]
     pngs, pixels = pad_pngs()
 
     startups = []
@@ -139,24 +162,29 @@ def main() -> None:
         results = []
         for path in models:
             mid = ids[Path(path).name]
-            png = summary(round_trips(port, f"/api/predict?model={mid}", pngs, "image/png", args.n))
-            js = summary(round_trips(port, "/api/predict", [json.dumps({"model": mid, "pixels": p}).encode()
-                                                             for p in pixels], "application/json", args.n))
+            png = measured(proc, port, f"/api/predict?model={mid}", pngs, "image/png", args.n)
+            js = measured(proc, port, "/api/predict", [json.dumps({"model": mid, "pixels": p}).encode()
+                                                        for p in pixels], "application/json", args.n)
             results.append({"model": mid, "png": png, "pixels": js})
     finally:
         stop(proc)
 
     print(f"digitnet draw round trip, ms ({args.n} requests each, one keep-alive connection, full answer "
           "with activations and links)")
-    print(f"{'model':<16} {'request':<8} {'median':>7} {'p90':>7} {'p99':>7} {'max':>7}")
+    print(f"{'model':<16} {'request':<8} {'median':>7} {'p90':>7} {'p99':>7} {'max':>7}  {'server CPU':>10}")
     for r in results:
         for mode in ("png", "pixels"):
             s = r[mode]
-            print(f"{r['model']:<16} {mode:<8} {s['median']:7.1f} {s['p90']:7.1f} {s['p99']:7.1f} {s['max']:7.1f}")
+            cpu = "" if s["server_cpu"] is None else f"{s['server_cpu']:10.1f}"
+            print(f"{r['model']:<16} {mode:<8} {s['median']:7.1f} {s['p90']:7.1f} {s['p99']:7.1f} {s['max']:7.1f}  {cpu}")
     print(f"start-up to first answer: best {min(startups):.2f} s, median {statistics.median(startups):.2f} s "
           f"({len(startups)} launches)")
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    print(f"load average (1 min) before and after: {load[0]}, {load[1]} on {os.cpu_count()} cores "
+          "(other work on the machine adds to every figure)")
     if args.json:
-        args.json.write_text(json.dumps({"round_trip_ms": results, "startup_s": startups}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"round_trip_ms": results, "startup_s": startups, "load_average": load},
+                                        indent=1) + "\n")
 
 
 if __name__ == "__main__":

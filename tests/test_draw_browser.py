@@ -1,9 +1,10 @@
 """The drawing page in a real browser: Debian's Chromium driven by Playwright for Python.
 
 It draws a 7 with the mouse (down, moves, up), waits for the answer on the page, checks it
-says 7 and that the API says the same for the same picture, switches models (a dense one and
-a conv one), hovers a neuron for its weights, uploads and pastes images, tries noise, a dream
-and Clear, and saves screenshots under the test's tmp_path. Outside CI a missing browser or Playwright skips;
+says 7 and that the API says the same for the same picture, switches models (a dense one, a
+conv one, and a transformer, whose class token's attention is drawn over the patches), hovers
+a neuron for its weights, uploads and pastes images, tries noise, a dream and Clear, and
+saves screenshots under the test's tmp_path. Outside CI a missing browser or Playwright skips;
 with CI=true it fails (.ci/run installs both).
 """
 
@@ -73,6 +74,22 @@ def conv_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def vit_model(tmp_path_factory) -> Path:
+    """A tiny transformer (4×4 patches, two blocks), random weights jittered so its attention varies."""
+    import numpy as np
+
+    from digitnet.modelfile import Model, save_model
+    from digitnet.nn.network import Network
+    from digitnet.nn.spec import architecture, parse_layers
+
+    net = Network.init(architecture(parse_layers("patch7x16,block2,block4"), (1, 28, 28), 10, "softmax"), (1, 28, 28), seed=4)
+    net.params += np.random.default_rng(0).normal(0, 0.3, net.params.shape).astype(np.float32)
+    path = tmp_path_factory.mktemp("vit") / "tiny-vit.npz"
+    save_model(Model(net, tuple("0123456789")), path)
+    return path
+
+
 def _api_predict(url: str, model: str, image: bytes, ctype: str = "image/png") -> dict:
     req = urllib.request.Request(f"{url}api/predict?model={model}", data=image, headers={"Content-Type": ctype},
                                  method="POST")
@@ -87,13 +104,13 @@ def _settled(page, model: str) -> None:
         " && document.querySelector('#answer').dataset.label !== undefined", arg=model, timeout=15_000)
 
 
-def test_draw_a_seven_in_the_browser(browser, conv_model, tmp_path):
+def test_draw_a_seven_in_the_browser(browser, conv_model, vit_model, tmp_path):
     from digitnet.modelfile import default_model_path
     from digitnet.serve.server import running
 
     shipped_3b1b = ROOT / "models" / "mnist-3b1b.npz"
     errors: list[str] = []
-    with running([default_model_path(), shipped_3b1b, conv_model], cwd=tmp_path) as server:
+    with running([default_model_path(), shipped_3b1b, conv_model, vit_model], cwd=tmp_path) as server:
         page = browser.new_page(viewport={"width": 1280, "height": 1300})
         page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
         page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
@@ -150,6 +167,24 @@ def test_draw_a_seven_in_the_browser(browser, conv_model, tmp_path):
         assert page.get_attribute("#net", "data-columns") == "image,maps,maps,maps,maps,neurons,neurons"
         assert page.text_content("#label") == str(_api_predict(server.url, "small-conv", png)["label"])
         page.screenshot(path=str(tmp_path / "draw-conv.png"), full_page=True)
+        assert page.eval_on_selector("#attention", "e => e.hidden")          # no attention panel but for transformers
+
+        # a transformer: where its class token looks, per block and rolled out, over the 28×28
+        page.select_option("#model", "tiny-vit")
+        _settled(page, "tiny-vit")
+        api = _api_predict(server.url, "tiny-vit", png)
+        assert page.text_content("#label") == str(api["label"])
+        page.wait_for_function("() => !document.querySelector('#attention').hidden")
+        assert page.get_attribute("#attention", "data-blocks") == str(len(api["attention"]["blocks"])) == "2"
+        size = page.eval_on_selector("#attention-maps", "c => [c.clientWidth, c.clientHeight]")
+        assert size[0] >= 3 * 140 and size[1] >= 140                       # two blocks and the rollout, side by side
+        tinted = page.eval_on_selector("#attention-maps", """c => {
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) if (d[i + 2] > d[i] + 40) n++;       // the accent's blue-green tint
+            return n; }""")
+        assert tinted > 1000
+        page.screenshot(path=str(tmp_path / "draw-attention.png"), full_page=True)
 
         # the experiments, back on the video's network
         page.select_option("#model", "mnist-3b1b")

@@ -1,7 +1,8 @@
 """``digitnet draw``'s server and JSON API: answers that agree with predict and with the math
-done here by hand, the page's files, the limits and the errors (a burst of malformed requests
-leaves the server answering), and the command itself in a subprocess: up in under a second,
-never importing numba, Ctrl-C → 130, a port in use, --host's warning."""
+done here by hand (a transformer's attention too), one forward pass per stroke, the page's
+files, the limits and the errors (a burst of malformed requests leaves the server answering),
+and the command itself in a subprocess: up in under a second, never importing numba, Ctrl-C
+→ 130, SIGTERM → 143 wherever it lands, a port in use, --host's warning."""
 
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ def conv_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def vit_path(tmp_path_factory) -> Path:
+    """A tiny transformer (4×4 patches of 7×7 pixels, two blocks of 2 and 4 heads), random
+    weights jittered so that the attention is not uniform."""
+    from digitnet.nn.spec import architecture, parse_layers
+
+    net = Network.init(architecture(parse_layers("patch7x16,block2,block4"), (1, 28, 28), 10, "softmax"), (1, 28, 28), seed=4)
+    net.params += np.random.default_rng(0).normal(0, 0.3, net.params.shape).astype(np.float32)
+    path = tmp_path_factory.mktemp("vit") / "tiny-vit.npz"
+    save_model(Model(net, tuple("0123456789"), meta={"preset": "test"}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A working directory whose models/ holds a copy of the 3b1b model and a broken file."""
     cwd = tmp_path_factory.mktemp("cwd")
@@ -58,8 +72,8 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(conv_path, workdir):
-    with running([SHIPPED_3B1B, conv_path], cwd=workdir) as s:
+def server(conv_path, vit_path, workdir):
+    with running([SHIPPED_3B1B, conv_path, vit_path], cwd=workdir) as s:
         yield s
 
 
@@ -246,6 +260,55 @@ def test_conv_models_show_feature_maps(server, conv_path, embedded):
     assert status == 400 and "no weights" in w["error"]
 
 
+def test_attention_models_show_where_the_class_token_looks(server, vit_path, embedded):
+    """For a transformer the answer carries the class token's attention over the patch grid,
+    per block (mean over heads, and each head), and its rollout. Block 1's is computed here by
+    hand from the patch embedding's tokens (LayerNorm, the query and key projections, a
+    softmax per head); every block's and the rollout agree with ``inspect attention``'s view.
+    Other models carry none."""
+    from digitnet.attention_analysis import attention_view
+
+    net = load_model(vit_path).network
+    x = embedded.test_images[3].astype(np.float64) / 255
+    status, _, desc = call(server, "GET", "/api/models/tiny-vit")
+    assert status == 200 and desc["kind"] == "attention"
+    status, _, got = call(server, "POST", "/api/predict", json.dumps({"model": "tiny-vit", "pixels": x.tolist()}).encode(),
+                          {"Content-Type": "application/json"})
+    assert status == 200, got
+    att = got["attention"]
+    assert att["patch"] == 7 and att["grid"] == [4, 4] and [b["heads"] for b in att["blocks"]] == [2, 4]
+
+    tokens = net.feedforward(x.reshape(1, -1).astype(np.float32))[1][0].astype(np.float64)     # (17, 16): class token first
+    p = net.views[1]
+    xn = (tokens - tokens.mean(-1, keepdims=True)) / np.sqrt(tokens.var(-1, keepdims=True) + 1e-5) * p["ln1_gamma"] + p["ln1_beta"]
+    qkv = xn @ p["W_qkv"].T.astype(np.float64) + p["b_qkv"]                                    # (17, 48): q, k, v
+    heads, d = 2, 8
+    rows = []
+    for h in range(heads):
+        q0 = qkv[0, h * d:(h + 1) * d]                                                          # the class token's query
+        k = qkv[:, 16 + h * d:16 + (h + 1) * d]                                                 # every token's key
+        s = k @ q0 / np.sqrt(d)
+        rows.append(np.exp(s - s.max()) / np.exp(s - s.max()).sum())
+    rows = np.array(rows)
+    np.testing.assert_allclose(att["blocks"][0]["per_head"], rows[:, 1:], atol=1e-4)
+    np.testing.assert_allclose(att["blocks"][0]["mean"], rows.mean(0)[1:], atol=1e-4)
+    assert att["blocks"][0]["self"] == pytest.approx(rows.mean(0)[0], abs=1e-4)
+    assert np.ptp(att["blocks"][0]["mean"]) > 0.01                 # not uniform: the test can tell patches apart
+
+    view = attention_view(net, x.astype(np.float32))
+    for b, block in enumerate(att["blocks"], start=1):
+        np.testing.assert_allclose(np.reshape(block["mean"], (4, 4)), view.class_token(b), atol=1e-5)
+    np.testing.assert_allclose(np.reshape(att["rollout"], (4, 4)), view.class_token(), atol=1e-5)
+    assert np.argmax(got["scores"]) == np.argmax(view.scores)
+
+    lean = call(server, "POST", "/api/predict?activations=0", json.dumps({"model": "tiny-vit", "pixels": x.tolist()}).encode(),
+                {"Content-Type": "application/json"})[2]
+    assert "attention" not in lean and lean["scores"] == got["scores"]
+    other = call(server, "POST", "/api/predict", json.dumps({"model": "tiny-conv", "pixels": x.tolist()}).encode(),
+                 {"Content-Type": "application/json"})[2]
+    assert "activations" in other and "attention" not in other
+
+
 def test_models_are_listed_by_id_without_paths(server, conv_path, workdir):
     status, _, got = call(server, "GET", "/api/models")
     assert status == 200
@@ -425,28 +488,46 @@ def test_a_bug_is_a_500_and_the_server_goes_on(server, monkeypatch):
     assert call(server, "GET", "/api/models")[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issues 12 and 16, open): the photo-robust preprocessing, "
-                                        "photo.find_ink, costs ~100 ms of CPU on every clean drawing; it needs a cheap "
-                                        "path for clean images")
-def test_the_server_side_of_a_stroke_is_cheap():
-    """The latency bar (a round trip under 30 ms, so drawing feels live) in CPU time, which the
-    machine's load hardly changes: the server's whole work for what the page sends on each
-    stroke — decoding the PNG, the model's preprocessing, the forward pass, activations and
-    links, the JSON — stays well under it for the shipped default model."""
+def test_the_server_side_of_a_stroke_is_cheap(monkeypatch):
+    """The latency bar (a round trip under 30 ms, so drawing feels live) where the machine's
+    load cannot blur it. Each stroke runs the network exactly once (counted: every pass goes
+    through the first layer), with or without activations. And the server's whole work for
+    what the page sends on each stroke — decoding the PNG, the model's preprocessing, the
+    forward pass, activations and links, the JSON — stays well under the bar in CPU time for
+    the shipped default model (a CNN), with BLAS as the server sets it (one thread; two spin
+    and wait for a core on a busy machine, which shows in CPU time too). The best of 16 is
+    taken: load only ever adds to CPU time (cache misses, a shared core)."""
+    from threadpoolctl import threadpool_limits
+
     from digitnet.modelfile import default_model_path
     from digitnet.serve.api import handle
     from digitnet.serve.catalog import Catalog
 
     catalog = Catalog.discover([default_model_path()], cwd=ROOT)
+    net = catalog.get(None).model.network
+    first = net.layers[0]
+    passes = []
+    forward = type(first).forward
+    monkeypatch.setattr(type(first), "forward", lambda self, *a, **k: (self is first and passes.append(1)) or forward(self, *a, **k))
     png = png_bytes(drawn_seven())
+    for query in ({}, {"activations": "0"}):
+        passes.clear()
+        status, obj = handle(catalog, "POST", "/api/predict", query, "image/png", png)
+        assert status == 200 and obj["label"] == 7
+        assert len(passes) == 1, f"{len(passes)} forward passes for one stroke ({query or 'with activations'})"
+    assert obj.keys() < handle(catalog, "POST", "/api/predict", {}, "image/png", png)[1].keys()
+    monkeypatch.undo()
+
     times = []
-    for _ in range(16):
-        t = time.process_time()
-        status, obj = handle(catalog, "POST", "/api/predict", {}, "image/png", png)
-        json.dumps(obj)
-        times.append(time.process_time() - t)
-        assert status == 200
-    assert np.median(times[1:]) < 0.015, f"{1000 * np.median(times[1:]):.1f} ms of CPU per stroke"
+    with threadpool_limits(limits=None, user_api="blas"):      # restores the test process's BLAS threads after
+        srv.one_blas_thread()
+        for _ in range(16):
+            t = time.process_time()
+            status, obj = handle(catalog, "POST", "/api/predict", {}, "image/png", png)
+            json.dumps(obj, allow_nan=False, separators=(",", ":"))
+            times.append(time.process_time() - t)
+            assert status == 200
+    assert min(times) < 0.015, f"{1000 * min(times):.1f} ms of CPU per stroke at best"
 
 
 def test_only_loopback_is_quiet():
@@ -499,7 +580,7 @@ def _post(url: str, path: str, data: bytes, ctype: str) -> dict:
         return json.loads(r.read())
 
 
-def test_draw_is_up_in_under_a_second_never_imports_numba_and_ctrl_c_exits_130(tmp_path):
+def test_draw_is_up_in_under_a_second_never_imports_numba_and_ctrl_c_exits_130(tmp_path, vit_path):
     shim = tmp_path / "shim" / "numba"
     shim.mkdir(parents=True)
     marker = tmp_path / "numba-was-imported"
@@ -510,7 +591,8 @@ def test_draw_is_up_in_under_a_second_never_imports_numba_and_ctrl_c_exits_130(t
     times, cpu = [], []
     for attempt in range(5):          # the best of up to five: the machine is shared
         t = time.perf_counter()
-        proc = _start(["--port", "0", str(SHIPPED_3B1B)], env=env, cwd=tmp_path)
+        extra = [str(vit_path)] if attempt == 0 else []          # a transformer too, once: its attention is NumPy only
+        proc = _start(["--port", "0", str(SHIPPED_3B1B), *extra], env=env, cwd=tmp_path)
         try:
             url = _url(proc)
             times.append(_first_answer(url, t))
@@ -518,6 +600,7 @@ def test_draw_is_up_in_under_a_second_never_imports_numba_and_ctrl_c_exits_130(t
             if attempt == 0:          # every endpoint, so any lazy import would happen
                 png = png_bytes(drawn_seven())
                 assert _post(url, "/api/predict", png, "image/png")["label"] == 7
+                assert _post(url, "/api/predict?model=tiny-vit", png, "image/png")["attention"]["blocks"]
                 assert _post(url, "/api/predict", json.dumps({"pixels": [0.5] * 784}).encode(), "application/json")
                 assert _post(url, "/api/noise", b'{"seed": 1}', "application/json")["noise"]
                 assert _post(url, "/api/dream", b'{"digit": 2}', "application/json")["dream"]
@@ -542,8 +625,6 @@ def test_draw_is_up_in_under_a_second_never_imports_numba_and_ctrl_c_exits_130(t
         assert min(times) < 1.0, f"up and answering after {min(times):.2f} s at best ({len(times)} launches)"
 
 
-@pytest.mark.xfail(strict=False, reason="seen once in a full fresh-clone run under load: the server did not exit "
-                                         "within 10 s of SIGTERM; not yet understood (issue 12 stays open)")
 def test_sigterm_exits_143_with_one_line(tmp_path):
     proc = _start(["--port", "0", str(SHIPPED_3B1B)], cwd=tmp_path)
     try:
@@ -552,6 +633,35 @@ def test_sigterm_exits_143_with_one_line(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 143 and err.strip().splitlines() == ["digitnet: stopped (terminated)"], err
+
+
+def test_sigterm_is_not_lost_while_a_connection_is_being_handed_over(conv_path):
+    """The signal lands wherever the main thread is. When that was inside socketserver's
+    hand-over of a new connection to its thread, the server's loop took the exception for a
+    failed request (``except Exception`` → handle_error) and served on: SIGTERM was lost.
+    Here the exception is raised exactly there, deterministically; it must end the loop."""
+    import threading
+
+    from digitnet.cli.draw import _Terminated
+    from digitnet.serve.catalog import Catalog
+
+    server = srv.make_server(Catalog.discover([conv_path], cwd=conv_path.parent), port=0)
+
+    def terminated(request, client_address):
+        raise _Terminated
+
+    server.process_request = terminated
+    connect = threading.Thread(target=lambda: socket.create_connection(("127.0.0.1", server.port), timeout=5).close())
+    guard = threading.Timer(10, server.shutdown)        # if the exception is swallowed: stop, and fail below
+    connect.start()
+    guard.start()
+    try:
+        with pytest.raises(_Terminated):
+            server.serve_forever(poll_interval=0.05)
+    finally:
+        guard.cancel()
+        connect.join()
+        server.server_close()
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path):

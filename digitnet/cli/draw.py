@@ -21,8 +21,13 @@ The page's JSON API (POST /api/predict, GET /api/models) is described in the REA
 """
 
 
-class _Terminated(Exception):
-    """SIGTERM, raised in the main thread so the server closes its socket on the way out."""
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so the server closes its socket on the way out.
+
+    A BaseException, as KeyboardInterrupt is: the signal lands wherever the main thread is,
+    and socketserver's loop turns any Exception raised while it hands a new connection to its
+    thread into a call of ``handle_error`` (silent here) and serves on — a SIGTERM that
+    arrived then was lost, and the server never exited."""
 
 
 def draw_command(

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import threading
 import warnings
 
@@ -27,7 +25,7 @@ import numpy as np
 
 from digitnet.errors import DigitnetError
 from digitnet.serve.catalog import Catalog, Entry
-from digitnet.serve.views import incoming_weights, strongest_links, view_values
+from digitnet.serve.views import class_token_attention, incoming_weights, strongest_links, view_values
 
 # Decoding is refused above this many pixels (from the header, before decoding): a PNG of a
 # few kilobytes can declare 100 megapixels, and the page sends 280×280.
@@ -99,55 +97,40 @@ def _floats(a: np.ndarray) -> list:
     return np.round(np.asarray(a, np.float64).reshape(-1), DECIMALS).tolist()
 
 
+def class_scores(net, out: np.ndarray) -> np.ndarray:
+    """``Network.scores`` from output activations already computed (m, n_classes): softmax
+    outputs as they are, sigmoid outputs divided by their sum, so a request with activations
+    runs the network once, not once for the scores and again for the columns."""
+    from digitnet.nn.functions import ACTIVATIONS
+
+    out = np.array(out, copy=True)
+    if not ACTIVATIONS[net.output].distribution:
+        out /= np.maximum(out.sum(axis=1, keepdims=True), np.finfo(out.dtype).tiny)
+    return out
+
+
 def run(entry: Entry, x: np.ndarray, activations: bool = True) -> dict:
     """The network's answer for one input x (H, W) in [0, 1]: label, class name, confidence,
     the class scores (``Model.scores``, what predict shows), the input itself, and with
-    ``activations`` every column's values and the strongest links between columns."""
+    ``activations`` every column's values, the strongest links between columns and, for a
+    transformer, where its class token looks (``views.class_token_attention``). One forward
+    pass either way."""
     model, net = entry.model, entry.model.network
     row = np.ascontiguousarray(x, np.float32).reshape(1, -1)
-    scores = model.scores(row)[0]                                         # (n_classes,)
+    outs = net.feedforward(row) if activations else None                  # [a_0 = x, a_1, …, a_L]
+    scores = (class_scores(net, outs[-1]) if activations else model.scores(row))[0]   # (n_classes,)
     label = int(np.argmax(scores))
     out = {"model": entry.id, "label": label, "name": model.class_names[label],
            "confidence": round(float(scores[label]), 6), "scores": _floats(scores),
            "input": _floats(row), "input_shape": list(model.input_shape)}
     if activations:
-        outs = net.feedforward(row)
         out["activations"] = [{"layer": i, "name": v.name, "shape": list(v.shape), "values": _floats(a)}
                               for i, (v, a) in enumerate(zip(entry.views, view_values(entry.views, outs)))]
         out["links"] = strongest_links(net, entry.views, outs)
+        attention = class_token_attention(net, outs)
+        if attention is not None:
+            out["attention"] = attention
     return out
-
-
-def _load_image_bytes(data: bytes) -> np.ndarray:
-    """Greyscale (H, W) in [0, 1] from an uploaded file's bytes, through predict's own loader
-    (``preprocess.load_image``, which reads a path): the bytes are given a name in memory
-    (memfd) where the system has it, else a temporary file. DataError as load_image raises it,
-    without the temporary name."""
-    from digitnet.errors import DataError
-    from digitnet.preprocess import load_image
-
-    _check_size(data)
-    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        fd = os.memfd_create("digitnet-upload", os.MFD_CLOEXEC)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            name = f"/proc/self/fd/{fd}"
-            try:
-                return load_image(name)
-            except DataError as e:
-                raise DataError(str(e).removeprefix(f"{name}: ")) from None
-        finally:
-            os.close(fd)
-    with tempfile.TemporaryDirectory(prefix="digitnet-upload-") as tmp:
-        name = os.path.join(tmp, "upload")
-        with open(name, "wb") as f:
-            f.write(data)
-        try:
-            return load_image(name)
-        except DataError as e:
-            raise DataError(str(e).removeprefix(f"{name}: ")) from None
 
 
 def _check_size(data: bytes) -> None:
@@ -169,13 +152,16 @@ def _check_size(data: bytes) -> None:
 
 
 def image_input(entry: Entry, data: bytes) -> np.ndarray:
-    """An uploaded image as the network's input: predict's loader, then the model's own preprocessing."""
+    """An uploaded image as the network's input: predict's loader (``inputs.load_image_bytes``,
+    after the size check here), then the model's own preprocessing."""
+    from digitnet.inputs import load_image_bytes
     from digitnet.predict import preprocessor
 
     if not data:
         raise ApiError(400, "the request body is empty: send the image's bytes")
+    _check_size(data)
     try:
-        return preprocessor(entry.model)(_load_image_bytes(data))
+        return preprocessor(entry.model)(load_image_bytes(data))
     except DigitnetError as e:
         raise ApiError(422, str(e)) from None
 

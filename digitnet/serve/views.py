@@ -8,8 +8,8 @@ the column after it, so each view records the weight layer that feeds it (``weig
 the view that layer reads (``source``), when its input is a view's values merely flattened.
 
 Views are "image" (the input, H × W), "maps" (C, H, W: feature maps), "tokens" (T, D: a
-transformer's tokens, drawn as one picture until the page learns attention) or "neurons"
-(n,). NumPy only.
+transformer's tokens, drawn as one picture) or "neurons" (n,). For a transformer the page
+also shows where the class token looks in each block (``class_token_attention``). NumPy only.
 """
 
 from __future__ import annotations
@@ -181,3 +181,31 @@ def incoming_weights(net: Network, views: list[View], view: int, unit: int) -> d
     bias = float(p["b"][unit]) if "b" in p else 0.0
     return {"layer": view, "unit": unit, "shape": list(shape), "over": over, "bias": round(bias, 6),
             "values": np.round(w.astype(np.float64).reshape(-1), 5).tolist()}
+
+
+def class_token_attention(net: Network, outs: list[np.ndarray]) -> dict | None:
+    """Where a transformer's class token looks, for one input, from ``feedforward``'s outputs
+    (batch of 1; the attention is recomputed from each block's input, not by another pass):
+    per block, its attention row over the patches for each head and the mean over heads, in
+    reading order of the patch grid; ``self`` is the weight it keeps on itself (the rest of
+    the row). Also the rollout through every block (``attention_analysis.rollout``). None for
+    a network without transformer blocks."""
+    from digitnet.attention_analysis import block_layers, patch_grid, rollout
+    from digitnet.nn.attention import attention_maps
+
+    blocks = block_layers(net)
+    if not blocks:
+        return None
+    patch, rows, cols = patch_grid(net)
+    maps = [attention_maps(net.layers[i], net.views[i], outs[i])[0] for i in blocks]      # (H, T, T) each
+
+    def r6(a):
+        return np.round(np.asarray(a, np.float64), 6).tolist()
+
+    out = []
+    for b, att in enumerate(maps):
+        cls = att[:, 0]                                                                    # (H, T): token 0's rows
+        mean = cls.mean(axis=0)                                                            # (T,)
+        out.append({"block": b + 1, "heads": int(att.shape[0]), "mean": r6(mean[1:]), "self": round(float(mean[0]), 6),
+                    "per_head": r6(cls[:, 1:])})
+    return {"patch": patch, "grid": [rows, cols], "blocks": out, "rollout": r6(rollout(maps)[0, 1:])}

@@ -101,6 +101,7 @@ async function chooseModel(id) {
   state.result = null;
   layoutNetwork();
   drawNetwork();
+  drawAttention();
   if (state.under && state.under.kind === "dream") {
     dream(state.under.digit);          // a dream belongs to its network: dream again
   } else {
@@ -450,6 +451,7 @@ function show(result, ms) {
   setStatus("");
   showSeen(result.input, result.input_shape);
   drawNetwork();
+  drawAttention();
 }
 
 function showEmpty() {
@@ -468,6 +470,7 @@ function showEmpty() {
   }
   showSeen(null);
   drawNetwork();
+  drawAttention();
 }
 
 function showProblem(message) {
@@ -701,6 +704,67 @@ function drawNetwork() {
     const c0 = columns[0];
     netCtx.fillText("draw a digit to light it up", c0.x + c0.w / 2, c0.y + c0.h + 18);
   }
+}
+
+// A transformer's attention: for each block, the class token's attention over the patches
+// (the mean over its heads) tinted over the input the network saw, the patch grid drawn; then
+// the rollout through every block. Each tile is scaled to its own largest weight.
+
+const ATTENTION_TILE = 140;         // CSS pixels per 28×28 tile
+
+function drawAttention() {
+  const panel = $("attention");
+  const r = state.result;
+  const a = r && r.attention;
+  panel.hidden = !a;
+  if (!a) { delete panel.dataset.blocks; return; }
+  const tiles = [...a.blocks.map((b) => ({ values: b.mean, title: `block ${b.block}`, sub: `mean of ${b.heads} heads` })),
+                 { values: a.rollout, title: "rollout", sub: "through every block" }];
+  const [h, w] = r.input_shape;
+  const [rows, cols] = a.grid;
+  $("attention-hint").textContent = `The class token is the one the answer is read from. Each picture tints the ${rows} × ${cols} `
+    + `patches (${a.patch} × ${a.patch} pixels each) by how much of its attention each one gets; the rollout follows `
+    + "the attention through all the blocks, residual paths included.";
+  const canvas = $("attention-maps");
+  const gap = 18, tileH = ATTENTION_TILE, tileW = ATTENTION_TILE * w / h, caption = 36;
+  const width = tiles.length * tileW + (tiles.length - 1) * gap;
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round((tileH + caption) * dpr);
+  canvas.style.width = `${width}px`;
+  canvas.style.height = `${tileH + caption}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, tileH + caption);
+  const input = pixelCanvas(r.input, r.input_shape);
+  const [ar, ag, ab] = [88, 196, 221];          // the page's accent
+  tiles.forEach((t, k) => {
+    const x0 = k * (tileW + gap);
+    ctx.imageSmoothingEnabled = false;
+    ctx.globalAlpha = 0.55;                     // the digit, dimmed, under the tint
+    ctx.drawImage(input, x0, 0, tileW, tileH);
+    ctx.globalAlpha = 1;
+    const max = Math.max(...t.values) || 1;
+    const pw = tileW / cols, ph = tileH / rows;
+    t.values.forEach((v, q) => {
+      const px = x0 + (q % cols) * pw, py = Math.floor(q / cols) * ph;
+      ctx.fillStyle = `rgba(${ar},${ag},${ab},${(0.75 * Math.max(0, v) / max).toFixed(3)})`;
+      ctx.fillRect(px, py, pw, ph);
+    });
+    ctx.strokeStyle = "rgba(51,65,85,0.9)";
+    ctx.lineWidth = 1;
+    for (let c = 0; c <= cols; c++) { ctx.beginPath(); ctx.moveTo(x0 + c * pw, 0); ctx.lineTo(x0 + c * pw, tileH); ctx.stroke(); }
+    for (let q = 0; q <= rows; q++) { ctx.beginPath(); ctx.moveTo(x0, q * ph); ctx.lineTo(x0 + tileW, q * ph); ctx.stroke(); }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    ctx.fillStyle = "#c7d0da";
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.fillText(t.title, x0 + tileW / 2, tileH + 6);
+    ctx.fillStyle = "#8b98a8";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(t.sub, x0 + tileW / 2, tileH + 21);
+  });
+  panel.dataset.blocks = String(a.blocks.length);
 }
 
 // Hovering: which unit is under the pointer, its value, and what feeds it.
