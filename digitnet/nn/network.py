@@ -179,7 +179,11 @@ class Network:
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Class scores (m, n_classes) that sum to 1 per row: softmax outputs as they are,
         sigmoid outputs divided by their sum. What every command shows as "confidence"."""
-        out = self.predict_proba(x)
+        return self.scores_from(self.predict_proba(x))
+
+    def scores_from(self, out: np.ndarray) -> np.ndarray:
+        """``scores`` from output activations already computed (m, n_classes), in place: what
+        a caller that also wants the other layers' activations uses after one forward pass."""
         if not ACTIVATIONS[self.output].distribution:
             out /= np.maximum(out.sum(axis=1, keepdims=True), np.finfo(out.dtype).tiny)
         return out

@@ -97,18 +97,6 @@ def _floats(a: np.ndarray) -> list:
     return np.round(np.asarray(a, np.float64).reshape(-1), DECIMALS).tolist()
 
 
-def class_scores(net, out: np.ndarray) -> np.ndarray:
-    """``Network.scores`` from output activations already computed (m, n_classes): softmax
-    outputs as they are, sigmoid outputs divided by their sum, so a request with activations
-    runs the network once, not once for the scores and again for the columns."""
-    from digitnet.nn.functions import ACTIVATIONS
-
-    out = np.array(out, copy=True)
-    if not ACTIVATIONS[net.output].distribution:
-        out /= np.maximum(out.sum(axis=1, keepdims=True), np.finfo(out.dtype).tiny)
-    return out
-
-
 def run(entry: Entry, x: np.ndarray, activations: bool = True) -> dict:
     """The network's answer for one input x (H, W) in [0, 1]: label, class name, confidence,
     the class scores (``Model.scores``, what predict shows), the input itself, and with
@@ -118,7 +106,7 @@ def run(entry: Entry, x: np.ndarray, activations: bool = True) -> dict:
     model, net = entry.model, entry.model.network
     row = np.ascontiguousarray(x, np.float32).reshape(1, -1)
     outs = net.feedforward(row) if activations else None                  # [a_0 = x, a_1, …, a_L]
-    scores = (class_scores(net, outs[-1]) if activations else model.scores(row))[0]   # (n_classes,)
+    scores = (net.scores_from(outs[-1].copy()) if activations else model.scores(row))[0]   # (n_classes,)
     label = int(np.argmax(scores))
     out = {"model": entry.id, "label": label, "name": model.class_names[label],
            "confidence": round(float(scores[label]), 6), "scores": _floats(scores),
