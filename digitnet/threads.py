@@ -168,7 +168,7 @@ class Governor:
 
 _INFERENCE: Governor | None = None
 _INFERENCE_LOCK = threading.Lock()
-INFERENCE_MIN_ROWS = 1024      # smaller forward passes are not worth a decision (and stay import-free)
+INFERENCE_MIN_ROWS = 64        # smaller forward passes (one drawn digit, one file) stay import-free
 
 
 def inference() -> Governor:
@@ -180,3 +180,12 @@ def inference() -> Governor:
             _INFERENCE = Governor(BlasThreads(), pinned=parse(os.environ.get("DIGITNET_THREADS") or None),
                                   window=0.1)
         return _INFERENCE
+
+
+def pin_inference(n: int) -> None:
+    """Pin batched inference to ``n`` BLAS threads for the rest of the process (applied now),
+    as ``DIGITNET_THREADS=n`` would: for a server whose requests are one image each."""
+    global _INFERENCE
+    with _INFERENCE_LOCK:
+        _INFERENCE = Governor(BlasThreads(), pinned=n)
+        _INFERENCE.threads()

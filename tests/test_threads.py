@@ -126,6 +126,23 @@ def test_inference_over_many_rows_goes_through_the_governor(monkeypatch):
     x = np.random.default_rng(0).random((3000, 784), dtype=np.float32)
     governed = net.predict_proba(x, chunk=500)
     assert len(applied) == 6
-    plain = np.concatenate([net.predict_proba(x[i:i + 500]) for i in range(0, 3000, 500)])
-    assert len(applied) == 6                                    # 500-row calls: below the threshold
+    small = threads.INFERENCE_MIN_ROWS - 1
+    plain = np.concatenate([net.predict_proba(x[i:i + small]) for i in range(0, 3000, small)])
+    assert len(applied) == 6                                    # calls below the threshold: not governed
     np.testing.assert_allclose(governed, plain, rtol=1e-5, atol=1e-7)
+
+
+def test_pinned_inference_stays_pinned_for_large_batches(monkeypatch):
+    """pin_inference(1) (the draw server's setting) holds for a batched pass too: the governor
+    never tries another count."""
+    from digitnet.nn.network import Network, dense_layers
+
+    applied: list[int] = []
+    monkeypatch.setattr(threads, "BlasThreads", lambda: applied.append)
+    monkeypatch.setattr(threads, "_INFERENCE", None)
+    threads.pin_inference(1)
+    net = Network.init(dense_layers([784, 32, 10], "relu", "softmax"), (1, 28, 28), seed=1)
+    x = np.random.default_rng(0).random((4000, 784), dtype=np.float32)
+    for _ in range(20):
+        net.predict_proba(x, chunk=100)
+    assert set(applied) == {1} and len(applied) > 1

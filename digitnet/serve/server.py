@@ -316,9 +316,9 @@ def one_blas_thread() -> None:
     """Limit BLAS to one thread for the rest of the process. One image's products are small:
     a second BLAS thread saves nothing, and on a busy machine each product waits for it to get
     a core (the default CNN's second conv took 40 ms instead of 0.4 ms beside a training)."""
-    from digitnet.threads import BlasThreads
+    from digitnet.threads import pin_inference
 
-    BlasThreads()(1)
+    pin_inference(1)            # also for the batched passes (noise): the governor must not raise it
 
 
 def serve(models=(), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, on_ready=None, cwd: Path | None = None,
