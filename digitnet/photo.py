@@ -31,7 +31,9 @@ digit only:
    as heavy as the digit beside it is noted (two digits, a letter and a digit).
 
 Nothing is found (NoInk, "no digit found") on blank paper: only the desk at the frame's edge,
-only ink fainter than FAINT, or a sheet with nothing on it. A drawing or a scan (an even frame
+only ink fainter than FAINT, or a sheet with nothing on it; nor in noise (nothing stands out
+from the grain by more than NOISE_SIGMAS of it, and the grain is as strong as faint ink). Its
+reason (NO_INK) ends up in the error "no digit found: …". A drawing or a scan (an even frame
 edge, a flat background, no sheet, no lines) is reported ``clean``, and ``preprocess.to_mnist``
 then takes exactly the path it always took, all its ink kept.
 """
@@ -61,6 +63,7 @@ SHEET_EDGE = 0.5           # its outline runs straight for this share of its siz
 CLOSING = 0.12             # background window: this share of the shorter side
 FLAT = 0.08                # a background varying by less than this is flat (a clean image)
 DESK = 0.2                 # ink at the frame's edge covering this share of a photo is a desk or shadow
+MIN_INK = 0.08             # ink in a photo (smoothed) is at least this much darker than the paper
 FAINT = 0.2                # ink in a photo is this much darker than the paper (90% of its pixels) …
 SPOT = 0.0005              # … and covers at least this share of it (a digit is more than a speck)
 INK_SHARE = 0.35           # ink is darker than this share of the strongest ink …
@@ -76,6 +79,7 @@ TALLER = 1.6               # … making it at most this much taller …
 DIGIT_ASPECT = 1.15        # … while the group stays no wider than this times its height
 STROKE, THICK = 0.35, 0.3  # relative thickness (width / length) of a stroke (below), of a region (above)
 OTHER_MARK = 0.25          # a dropped component this heavy (share of the digit) is another mark
+GRAIN = 0.05               # pixel-to-pixel noise above this is noise, not a photo (the photo set's: under 0.02)
 
 
 @dataclass
@@ -101,11 +105,24 @@ class Found:
 
 class NoInk(Exception):
     """Nothing stands out from the paper. ``even``: the image looked like a drawing or a scan
-    (an even frame edge, flat background, no sheet), whose plain path may still find ink."""
+    (an even frame edge, flat background, no sheet), whose plain path may still find ink.
+    ``why``, a key of NO_INK: what there was instead of ink; ``strength``: how much the
+    strongest mark stands out from the paper, for "faint"."""
 
-    def __init__(self, even: bool):
-        super().__init__("no ink")
+    def __init__(self, even: bool, why: str = "blank", strength: float = 0.0):
+        super().__init__(NO_INK[why].format(strength=strength, ink=MIN_INK))
         self.even = even
+        self.why = why
+
+
+# What ``find_ink`` saw when it found no digit, in the words of the error "no digit found: …".
+NO_INK = {
+    "blank": "the image is blank (no ink stands out from the paper)",
+    "faint": "the image is blank or its ink too faint (the strongest mark stands out from the paper by "
+             "{strength:.1%}; ink, by at least {ink:.0%})",
+    "specks": "only marks too faint or too small to be a digit's ink",
+    "noise": "only noise (grain all over the image, nothing standing out from it)",
+}
 
 
 def work_copy(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
@@ -114,6 +131,14 @@ def work_copy(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     if factor <= 1:
         return gray
     return np.asarray(Image.fromarray(gray, mode="F").reduce(factor), np.float32)
+
+
+def grain(a: np.ndarray) -> float:
+    """The noise from one pixel to the next of an image (H, W): the robust standard deviation
+    of horizontal neighbours' differences, over sqrt 2. Near 0 in a photo (its pixels vary
+    smoothly, even reduced from a noisy sensor), 0.2-0.3 in pure noise."""
+    d = np.abs(np.diff(a, axis=1)) if a.shape[1] > 1 else np.zeros(1, np.float32)
+    return 1.4826 * float(np.median(d)) / math.sqrt(2)
 
 
 def otsu(a: np.ndarray) -> float:
@@ -438,8 +463,10 @@ def find_ink(gray: np.ndarray) -> Found:
     raw = (1 - paper / np.maximum(background, 1e-3))[on_paper if on_paper.any() else paper_px]
     noise = 1.4826 * float(np.median(np.abs(raw - np.median(raw))))
     plain = even and flat and sheet is None            # looks like a drawing or a scan, not a photo
-    if strongest < 0.08 or strongest < NOISE_SIGMAS * noise:
-        raise NoInk(plain)
+    if strongest < NOISE_SIGMAS * noise and NOISE_SIGMAS * noise >= MIN_INK:
+        raise NoInk(plain, "noise")                     # pure noise, or a grainy sheet with nothing on it
+    if strongest < MIN_INK:
+        raise NoInk(plain, "faint", strongest)
     threshold = max(INK_SHARE * strongest, NOISE_SIGMAS * noise / 3)    # the smoothed image's noise is a third
     mask = smooth > threshold
 
@@ -455,13 +482,14 @@ def find_ink(gray: np.ndarray) -> Found:
     c, keep, notes, lines, mass = found
     kept = c.mask(keep)
     if not even and notes["touches_edge"] and kept.mean() > DESK:
-        raise NoInk(plain)                               # the only "ink" is the desk or a shadow around the paper
+        # the only "ink" is the desk or a shadow around the paper, or noise all over
+        raise NoInk(plain, "noise" if grain(work) > GRAIN else "blank")
     notes["dark_paper"] = bool(dark_paper)
     clean = even and flat and sheet is None and not lines.any()    # a drawing or a scan: keep all its ink
     if clean:
         return Found(True, None, work, darkness, None, kept, c.mask(~keep), lines, notes)
     if float(np.percentile(darkness[kept], 90)) < FAINT or kept.sum() < SPOT * kept.size:
-        raise NoInk(plain)                               # only paper's texture, a shadow's edge, a line's remnant
+        raise NoInk(plain, "specks")                     # only paper's texture, a shadow's edge, a line's remnant
     # the digit's ink: its components and a margin for their anti-aliased edges, lines taken out
     strong = float(np.percentile(darkness[kept], 75))   # the stroke's core saturates: pen and paper texture go
     floor = threshold / 2

@@ -13,6 +13,7 @@ Pillow is imported here, so import this module only in commands that read images
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,8 @@ MIN_CONTRAST = 0.08
 # and paper texture stay below it); fainter pixels inside the box are kept, anti-aliasing.
 INK_THRESHOLD = 0.3
 MNIST_SIZE, MNIST_BOX = 28, 20
+# More components than this in a clean image's ink, none large, is noise (see _refuse_scattered).
+SCATTERED = 100
 # Stroke thickness (2·area / perimeter, in pixels of the 20-px box): MNIST's median is 2.0,
 # its 95th percentile 3.0. Bolder ink (marker pens, bold fonts) is thinned towards TARGET.
 STROKE_MAX, STROKE_TARGET = 3.0, 2.2
@@ -79,7 +82,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read") from None
     except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: refused as a decompression bomb ({e})") from None
+        # Pillow refuses twice its own limit from the header, before our check: say it in our words
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        mp = f"{int(size.group(1)) / 1e6:.0f} megapixels" if size else "too many pixels"
+        raise DataError(f"{path}: refused as a decompression bomb ({mp}; the limit is "
+                        f"{MAX_PIXELS / 1e6:.0f}), before decoding") from None
     except PermissionError:
         raise DataError(f"{path}: cannot read (permission denied)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
@@ -114,9 +121,25 @@ def _ink_bright(gray: np.ndarray) -> np.ndarray:
     if paper > 0.5:
         gray, paper = 1.0 - gray, 1.0 - paper
     contrast = float(gray.max()) - paper
+    if contrast < 1 / 255:
+        raise DataError("no digit found: the image is blank (one level throughout)")
     if contrast < MIN_CONTRAST:
-        raise DataError("no digit found: the image is blank (no ink stands out from the background)")
+        from digitnet.photo import NO_INK
+
+        raise DataError("no digit found: " + NO_INK["faint"].format(strength=contrast, ink=MIN_CONTRAST))
     return np.clip((gray - paper) / contrast, 0, 1).astype(np.float32)
+
+
+def _refuse_scattered(ink: np.ndarray) -> None:
+    """DataError when the "ink" of a clean image (H, W) is grain scattered all over it: more than
+    SCATTERED components above INK_THRESHOLD, the largest under a tenth of their area (grainy
+    blank paper, noise). A digit's ink is one to a few components; a dot-matrix digit has 35 dots."""
+    from digitnet.components import label
+    from digitnet.photo import NO_INK
+
+    c = label(ink > INK_THRESHOLD)
+    if c.n > SCATTERED and float(c.area.max()) < 0.1 * float(c.area.sum()):
+        raise DataError(f"no digit found: {NO_INK['noise']}")
 
 
 def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
@@ -182,11 +205,12 @@ def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX, *,
     to ``box`` px keeping the aspect ratio, anti-aliased -> paste into size×size shifted so
     the centre of mass is at pixel (size/2, size/2). A photo first goes through
     ``photo.find_ink`` (the sheet, uneven light, ruled lines and stray marks removed); a clean
-    image comes out exactly as it always did. A blank image (nothing stands out from the
-    background) raises DataError rather than feeding the network an empty field.
+    image comes out exactly as it always did. An image with no digit (blank, its ink too faint,
+    only noise) raises DataError, "no digit found" and why, rather than feeding the network
+    an empty field.
 
     ``notes``, when given, receives what the doubt rules read (``photo.Found.notes``);
-    ``steps`` receives the images of each step for ``--show`` (see ``preprocess_steps``).
+    ``steps`` receives what each step made, for ``--show`` (see ``step_panels``).
     """
     from digitnet.photo import NoInk, find_ink
 
@@ -194,10 +218,12 @@ def to_mnist(gray: np.ndarray, size: int = MNIST_SIZE, box: int = MNIST_BOX, *,
     try:
         found = find_ink(gray)
     except NoInk as e:
-        if not e.even:
-            raise DataError("no digit found: the image is blank (no ink stands out from the paper)") from None
+        if not e.even or e.why == "noise":           # (a grainy image's plain path would read its grain)
+            raise DataError(f"no digit found: {e}") from None
         found = None                                   # a clean image: the plain path decides
     ink = _ink_bright(gray) if found is None or found.clean else found.ink
+    if found is None or found.clean:
+        _refuse_scattered(ink)
     if notes is not None and found is not None:
         notes.update(found.notes)
     top, bottom, left, right = _ink_box(ink)
@@ -247,17 +273,21 @@ def resize_plain(gray: np.ndarray, size: int = MNIST_SIZE, *, notes: dict | None
 PREPROCESSORS = {"mnist": to_mnist, "none": resize_plain}
 
 
-def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28) -> list[tuple[str, np.ndarray]]:
+def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28,
+                preprocessing: str = "mnist") -> list[tuple[str, np.ndarray]]:
     """What ``--show`` draws for one image, so a user sees why an answer came out: (title,
     grey image (h, w) in [0, 1], at most ``height`` px tall and 2·height wide) per step:
     the image as analysed with the sheet's outline in white when one was found, the paper
     removed (ink bright), the components kept (white), dropped (grey) and the lines taken out
     (dim), and the size×size the network saw. A clean image shows the first and the last:
-    it takes MNIST's steps alone. Raises DataError as ``to_mnist`` does."""
+    it takes MNIST's steps alone; so does ``preprocessing`` "none" (PREPROCESSORS' keys: the
+    model's, or "none" for ``--no-preprocess``). Raises DataError as ``to_mnist`` does."""
     from digitnet.components import dilate
 
+    if preprocessing not in PREPROCESSORS:
+        raise DataError(f"unknown preprocessing {preprocessing!r} (known: {', '.join(PREPROCESSORS)})")
     steps: dict = {}
-    x = to_mnist(gray, size, steps=steps)
+    x = PREPROCESSORS[preprocessing](gray, size, steps=steps)
     found = steps.get("found")
     work = found.work if found is not None else _checked_gray(gray)
     picture = work.copy()
@@ -274,6 +304,13 @@ def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28) -> l
         panels.append(("kept", parts))
     panels = [(title, _fit(a, height)) for title, a in panels]
     return panels + [("network saw", x)]
+
+
+def file_step_panels(path: str | os.PathLike, size: int = MNIST_SIZE, height: int = 28,
+                     preprocessing: str = "mnist") -> list[tuple[str, np.ndarray]]:
+    """``step_panels`` of an image file, read as predict reads it (``load_image``). DataError
+    when it cannot be read or holds no digit."""
+    return step_panels(load_image(path), size, height, preprocessing)
 
 
 def _fit(a: np.ndarray, height: int) -> np.ndarray:

@@ -271,3 +271,41 @@ def test_a_drawing_skips_the_photo_analysis(monkeypatch):
     draw.ellipse((150, 60, 240, 220), outline=255, width=18)              # … and another: "00"
     found = photo.find_ink(np.asarray(im, np.float32) / 255)
     assert found.clean and found.notes["other_marks"] == 1 and found.notes["dark_paper"]
+
+
+def test_step_panels_of_a_photo_show_the_sheet_the_ink_and_the_digit_kept(tmp_path):
+    """--show's panels for a photo with a second mark beside the digit: the titles in order, each
+    panel small, the 28×28 the one to_mnist gives; "paper removed" has both marks, "kept" the
+    digit bright and the other mark dim (dropped), and never the desk."""
+    from digitnet.preprocess import file_step_panels, step_panels
+
+    four, seven = strokes(FOUR), strokes(SEVEN, seed=1)
+    gray = photo_of([(four, -80), (seven, 80)], rel=0.95)
+    panels = step_panels(gray, height=24)
+    assert [t for t, _ in panels] == ["image", "paper removed", "kept", "network saw"]
+    for title, a in panels[:-1]:
+        assert a.shape[0] <= 24 and a.shape[1] <= 48 and 0 <= a.min() and a.max() <= 1, title
+    assert np.array_equal(panels[-1][1], to_mnist(gray))
+    removed, kept = panels[1][1], panels[2][1]
+    h, w = kept.shape
+    left, right = kept[:, : w // 2], kept[:, w // 2:]   # the 4 (kept, the larger) and the 7 (dropped)
+    assert left.max() > 0.9 and 0.2 < right.max() < 0.6
+    assert removed[:, : w // 2].max() > 0.5 and removed[:, w // 2:].max() > 0.5
+    assert kept[:, :2].max() < 0.6                       # the desk at the frame's edge: dropped, if found at all
+    # the same panels from the file, as predict --show reads it
+    path = tmp_path / "photo.png"
+    Image.fromarray((gray * 255).round().astype(np.uint8)).save(path)
+    from_file = file_step_panels(path, height=24)
+    assert [t for t, _ in from_file] == [t for t, _ in panels]
+    assert np.array_equal(from_file[-1][1], to_mnist(load_image(path)))
+
+
+def test_step_panels_without_preprocessing_show_the_image_and_the_plain_resize():
+    from digitnet.preprocess import resize_plain, step_panels
+
+    gray = photo_of([(strokes(THREE), 0)])
+    panels = step_panels(gray, preprocessing="none")
+    assert [t for t, _ in panels] == ["image", "network saw"]
+    assert np.array_equal(panels[-1][1], resize_plain(gray))
+    with pytest.raises(DataError, match="unknown preprocessing 'sharpen'"):
+        step_panels(gray, preprocessing="sharpen")

@@ -14,7 +14,7 @@ EXAMPLE = """
 \b
 Examples:
   digitnet predict my-digit.png          # a table: label, confidence, top 3
-  digitnet predict photos/ --show        # with the 28×28 the network saw
+  digitnet predict photos/ --show        # with the steps to the 28×28
   digitnet predict t10k-images-idx3-ubyte.gz --format csv > labels.csv
   find . -name '*.jpg' | digitnet predict - --json --top-k 5
   digitnet predict - < my-digit.png      # image bytes on stdin
@@ -116,9 +116,9 @@ class _Layout:
     from the left (its end is the informative part). Numbers are never cut. In a pipe
     nothing is dropped and names are never shortened."""
 
-    def __init__(self, console, model, show: bool, top_k: int, rows):
+    def __init__(self, console, model, top_k: int, rows):
         self.terminal = console.is_terminal
-        self.show, self.top_k = show, top_k
+        self.top_k = top_k
         self.top = True
         self.with_names = True
         self.conf_head = "confidence"
@@ -145,7 +145,6 @@ class _Layout:
     def rest(self) -> int:
         """Width of every column but the input's, with the one-space gaps."""
         w = self.label_w + 1 + self.conf_w() + 1
-        w += (28 + 1) if self.show else 0
         w += (self.top_w() + 1) if self.top else 0
         return w
 
@@ -155,13 +154,40 @@ class _Layout:
         return name if len(name) <= self.name_w else "…" + name[-(self.name_w - 1):]
 
 
-def _print_tables(console, rows, model, show: bool, top_k: int, per_table: int = TABLE_ROWS) -> None:
-    """Print rows as tables of ``per_table`` rows with fixed column widths (header on the first)."""
+def _steps(console, row, preprocessing: str) -> None:
+    """--show: under a row, why the answer is doubtful (if it is), then the preprocessing's
+    steps (``preprocess.file_step_panels``) tiled side by side, each under its title; the
+    28×28 the network saw alone for a row of an array or image bytes on stdin (there is no
+    file to show the steps of)."""
+    from rich.text import Text
+
+    from digitnet.errors import DataError
+    from digitnet.preprocess import file_step_panels
+    from digitnet.render import digit_grid, is_plain
+
+    if row.warning:
+        console.print(Text(f"? {row.warning}", style="yellow"))
+
+    panels = []
+    if row.index is None and row.input != "-":
+        try:
+            panels = file_step_panels(row.input, len(row.image), preprocessing=preprocessing)[:-1]
+        except DataError:                        # changed since it was read: the 28×28 still shows
+            pass
+    panels.append(("network saw", row.image))
+    console.print(digit_grid([a for _, a in panels], [t for t, _ in panels], is_plain(console), console.width))
+    console.print()
+
+
+def _print_tables(console, rows, model, top_k: int, per_table: int = TABLE_ROWS, show: str | None = None) -> None:
+    """Print rows as tables of ``per_table`` rows with fixed column widths (header on the
+    first). ``show``: the preprocessing (PREPROCESSORS' key) whose steps are drawn under
+    each row, which is then a table of its own, with its header."""
     from rich.table import Table
     from rich.text import Text
 
     from digitnet.predict import LOW_CONFIDENCE
-    from digitnet.render import digit, is_plain, terminal_safe
+    from digitnet.render import is_plain, terminal_safe
 
     plain = is_plain(console)
     layout = None
@@ -173,33 +199,34 @@ def _print_tables(console, rows, model, show: bool, top_k: int, per_table: int =
         if not group:
             return
         if layout is None:
-            layout = _Layout(console, model, show, top_k, group)
+            layout = _Layout(console, model, top_k, group)
         elif not layout.terminal:                               # a pipe: the column grows, never cuts
             layout.name_w = max(layout.name_w, max(len(terminal_safe(r.entry)) for r in group))
         # collapse_padding: one space between columns, as _Layout counts them
-        table = Table(show_header=first, padding=(0, 1), collapse_padding=True, pad_edge=False, box=None, show_edge=False)
+        table = Table(show_header=first or show is not None, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                      box=None, show_edge=False)
         table.add_column("input", width=layout.name_w, no_wrap=True, overflow="ellipsis")
-        if show:
-            table.add_column("network saw", width=28, no_wrap=True)
         table.add_column("label", width=layout.label_w, no_wrap=True)
         table.add_column(layout.conf_head, width=layout.conf_w(), justify="right", no_wrap=True)
         if layout.top:
             table.add_column(f"top {top_k}", **({"width": layout.top_w()} if layout.terminal else {}), no_wrap=True)
         for r in group:
             shown = Text(layout.shorten(terminal_safe(r.entry)))
-            seen = [digit(r.image, plain)] if show and r.image is not None else ([""] if show else [])
             if r.error is not None:
                 shown.stylize("red")
                 why = Text(("ERROR " if plain else "") + terminal_safe(r.error), style="red")
-                table.add_row(shown, *seen, Text("error", style="bold red"), "", *([why] if layout.top else []))
+                table.add_row(shown, Text("error", style="bold red"), "", *([why] if layout.top else []))
                 continue
             conf = f"{r.confidence:.1%}" + (" ?" if r.warning else "")
-            cells = [shown, *seen, Text(terminal_safe(_label_text(r, layout.with_names))),
+            cells = [shown, Text(terminal_safe(_label_text(r, layout.with_names))),
                      Text(conf, style="yellow" if r.warning else "")]
             if layout.top:
                 cells.append(_top_text(r))
             table.add_row(*cells)
         console.print(table)
+        for r in group if show is not None else ():
+            if r.error is None:
+                _steps(console, r, show)
         group.clear()
         first = False
 
@@ -237,7 +264,9 @@ def predict_command(
     probs: bool = typer.Option(False, "--probs", help="Add every class's score (csv/tsv: p0…p9; jsonl: probs)."),
     no_preprocess: bool = typer.Option(False, "--no-preprocess",
                                        help="Feed images merely resized to 28×28 (no inversion, cropping or centring)."),
-    show: bool = typer.Option(False, "--show", help="Draw the 28×28 input the network saw beside each prediction (table only)."),
+    show: bool = typer.Option(False, "--show", help="Under each prediction, draw the preprocessing's steps (for a "
+                                                    "photo: the image, the paper removed, the marks kept) and the "
+                                                    "28×28 the network saw (table only)."),
 ):
     """Predict the digit in each input."""
     from digitnet.errors import UsageError
@@ -261,8 +290,9 @@ def predict_command(
             yield row
 
     if fmt == "table":
-        # paths on stdin are answered one by one, as they come
-        _print_tables(make_console(), rows(), m, show, top_k, 1 if "-" in inputs else TABLE_ROWS)
+        # paths on stdin are answered one by one, as they come; with --show, each row has its steps under it
+        steps = ("none" if no_preprocess else m.preprocessing) if show else None
+        _print_tables(make_console(), rows(), m, top_k, 1 if "-" in inputs or show else TABLE_ROWS, steps)
     elif fmt == "jsonl":
         _write_jsonl(rows(), probs)
     else:
