@@ -277,9 +277,9 @@ def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28,
                 preprocessing: str = "mnist") -> list[tuple[str, np.ndarray]]:
     """What ``--show`` draws for one image, so a user sees why an answer came out: (title,
     grey image (h, w) in [0, 1], at most ``height`` px tall and 2·height wide) per step:
-    the image as analysed with the sheet's outline in white when one was found, the paper
-    removed (ink bright), the components kept (white), dropped (grey) and the lines taken out
-    (dim), and the size×size the network saw. A clean image shows the first and the last:
+    the image as analysed, the sheet's outline drawn (one pixel, black) when one was found;
+    the paper removed (ink bright); the components kept (white), dropped (grey) and the lines
+    taken out (dim); and the size×size the network saw. A clean image shows the first and the last:
     it takes MNIST's steps alone; so does ``preprocessing`` "none" (PREPROCESSORS' keys: the
     model's, or "none" for ``--no-preprocess``). Raises DataError as ``to_mnist`` does."""
     from digitnet.components import dilate
@@ -290,10 +290,7 @@ def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28,
     x = PREPROCESSORS[preprocessing](gray, size, steps=steps)
     found = steps.get("found")
     work = found.work if found is not None else _checked_gray(gray)
-    picture = work.copy()
-    if found is not None and found.sheet is not None:
-        picture[found.sheet & dilate(~found.sheet, max(1, max(work.shape) // (2 * height)))] = 1.0
-    panels = [("image", picture)]
+    panels = [("image", work)]
     if found is not None and not found.clean:
         d = found.darkness
         panels.append(("paper removed", d / max(float(d.max()), 1e-6)))
@@ -303,6 +300,9 @@ def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28,
         parts[found.kept] = 1.0
         panels.append(("kept", parts))
     panels = [(title, _fit(a, height)) for title, a in panels]
+    if found is not None and found.sheet is not None:
+        sheet = _fit(found.sheet.astype(np.float32), height) > 0.5     # the sheet at the panel's scale
+        panels[0][1][sheet & dilate(~sheet, 1)] = 0.0                   # its outline: one pixel, black
     return panels + [("network saw", x)]
 
 

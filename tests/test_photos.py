@@ -300,6 +300,30 @@ def test_step_panels_of_a_photo_show_the_sheet_the_ink_and_the_digit_kept(tmp_pa
     assert np.array_equal(from_file[-1][1], to_mnist(load_image(path)))
 
 
+def test_the_image_panel_outlines_the_sheet_found():
+    """At full size (a panel as tall as the work copy) the image panel is the photo with a black
+    band along the inside of the sheet's edge (about its perimeter long), nothing else changed;
+    at --show's size the outline is still there, a ring of black pixels."""
+    from digitnet.preprocess import step_panels
+
+    gray = photo_of([(strokes(THREE), 0)])                # 640×480: the work copy is the image itself
+    sheet = photo.find_ink(gray).sheet
+    assert sheet is not None
+    side = np.sqrt(sheet.sum())
+    image = step_panels(gray, height=480)[0][1]
+    band = image != gray
+    assert (image[band] == 0).all() and not band[~sheet].any()
+    assert 3 * side < band.sum() < 8 * side               # one or two pixels wide, all round
+    off = np.pad(~sheet, 2, constant_values=True)         # every band pixel has paper's edge within 2 px
+    near = np.zeros_like(sheet)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near |= off[2 + dy:2 + dy + sheet.shape[0], 2 + dx:2 + dx + sheet.shape[1]]
+    assert near[band].all()
+    small = step_panels(gray, height=24)[0][1]
+    assert (small == 0).sum() >= 4 * 0.8 * 24 * 0.7      # most of the sheet's outline (0.8 of the frame's height)
+
+
 def test_step_panels_without_preprocessing_show_the_image_and_the_plain_resize():
     from digitnet.preprocess import resize_plain, step_panels
 
