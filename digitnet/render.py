@@ -10,6 +10,7 @@ renderables, plain strings or arrays; nothing here prints or writes on its own.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -29,7 +30,8 @@ SIMPLE_ASCII = Box("    \n    \n -- \n    \n    \n -- \n    \n    \n")
 
 def fits_the_width(table: Table) -> Table:
     """Mark a table laid out for the console's width (a teaching screen: `inspect` fits 80
-    columns), so that in a pipe it is wrapped to the width like text, not printed unwrapped."""
+    columns), so that in a pipe it keeps that layout (without the spaces that pad its lines)
+    rather than being printed at its natural width."""
     table.fits_the_width = True
     return table
 
@@ -38,10 +40,15 @@ def _unwrapped(o) -> bool:
     return isinstance(o, Table) and not getattr(o, "fits_the_width", False)
 
 
+# spaces at the end of a line (not of a piece printed with end="", which a later print continues)
+_LINE_END_SPACES = re.compile(r" +(?=\n)")
+
+
 class _Console(Console):
-    """A rich Console that, when its output is not a terminal, prints tables of data at their
-    natural width (never wrapped at 80 columns or cut) and without the spaces that pad each
-    line (see fits_the_width for the exception)."""
+    """A rich Console that, when its output is not a terminal, prints text soft-wrapped (a
+    line as long as it is, never broken at 80 columns), tables of data at their natural width
+    (never wrapped or cut; see fits_the_width for the exception) and no line padded with
+    trailing spaces. On a terminal it prints as rich does."""
 
     def on_broken_pipe(self) -> None:
         """The reader went away (``| head``): let the command's error handling end it quietly,
@@ -50,16 +57,26 @@ class _Console(Console):
         raise BrokenPipeError
 
     def print(self, *objects, **kwargs):
-        if self.is_terminal or not any(_unwrapped(o) for o in objects):
+        """As rich's print on a terminal; in a pipe, plain lines (see the class)."""
+        if self.is_terminal:
             return super().print(*objects, **kwargs)
+        if self.quiet:
+            return None
+        if not any(_unwrapped(o) for o in objects):
+            return self._write_lines(self._rendered(objects, kwargs))
         for o in objects:
-            if _unwrapped(o):
-                self._print_unwrapped(o, **kwargs)
-            else:
-                super().print(o, **kwargs)
+            self._write_lines(self._rendered_unwrapped(o, kwargs) if _unwrapped(o) else self._rendered((o,), kwargs))
+        return None
 
-    def _print_unwrapped(self, table: Table, **kwargs) -> None:
-        kwargs.pop("width", None)
+    def _rendered(self, objects, kwargs) -> str:
+        """``objects`` as print would write them, with soft wrap."""
+        with self.capture() as capture:
+            super().print(*objects, **{**kwargs, "soft_wrap": True})
+        return capture.get()
+
+    def _rendered_unwrapped(self, table: Table, kwargs) -> str:
+        """A table of data at its natural width, however wide."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "width"}
         width = max(natural_width(self, table), Text(str(table.title or "")).cell_len)
         saved = self._width
         self.width = max(width, 1)           # print(width=…) cannot go beyond the console's own width
@@ -68,14 +85,20 @@ class _Console(Console):
                 super().print(table, **kwargs)
         finally:
             self._width = saved
-        text = "\n".join(line.rstrip() for line in capture.get().split("\n"))
-        self.file.write(text)
-        self.file.flush()
+        return capture.get()
+
+    def _write_lines(self, text: str) -> None:
+        """Write ``text`` with the spaces that end its lines removed."""
+        try:
+            self.file.write(_LINE_END_SPACES.sub("", text))
+            self.file.flush()
+        except BrokenPipeError:
+            self.on_broken_pipe()
 
 
 def make_console(stderr: bool = False, width: int | None = None) -> Console:
     """A console for stdout (or stderr): colour only on a terminal without NO_COLOR; in a
-    pipe, tables are never wrapped or padded (see _Console)."""
+    pipe, no line is wrapped at the width or padded with spaces (see _Console)."""
     stream = sys.stderr if stderr else sys.stdout
     no_color = bool(os.environ.get("NO_COLOR")) or not stream.isatty()
     return _Console(file=stream, no_color=no_color, highlight=False, soft_wrap=False, width=width,
@@ -114,6 +137,54 @@ def fit_table(console: Console, build, steps: int) -> Table:
         if fits(console, table):
             return table
     return table
+
+
+class StatusLine:
+    """A one-line status that fits the width it is given: ``parts`` (name, alternatives) in
+    display order, each alternative a string or a renderable with a fixed ``width`` (a bar),
+    the first the fullest, "" to leave the part out. While the line is too wide, the next
+    name in ``order`` moves its part on to its next alternative; a part not in ``order`` (the
+    clock) is never shortened, and nothing shown is ever cut ("0:00:…")."""
+
+    def __init__(self, parts, order):
+        self.parts = [(name, list(alternatives)) for name, alternatives in parts]
+        self.order = list(order)
+
+    @staticmethod
+    def _width(piece) -> int:
+        return Text(piece).cell_len if isinstance(piece, str) else piece.width
+
+    def _line_width(self, pieces) -> int:
+        shown = [self._width(p) for p in pieces if p != ""]
+        return sum(shown) + max(len(shown) - 1, 0)
+
+    def layouts(self):
+        """The pieces of each layout, fullest first: one more step of ``order`` each."""
+        at = {name: 0 for name, _ in self.parts}
+        yield [alternatives[0] for _, alternatives in self.parts]
+        for name in self.order:
+            alternatives = dict(self.parts)[name]
+            at[name] = min(at[name] + 1, len(alternatives) - 1)
+            yield [alternatives[at[n]] for n, alternatives in self.parts]
+
+    def fitted(self, width: int) -> list:
+        """The pieces of the fullest layout at most ``width`` columns wide (else the last)."""
+        for pieces in self.layouts():
+            if self._line_width(pieces) <= width:
+                return pieces
+        return pieces
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        widths = [self._line_width(pieces) for pieces in self.layouts()]
+        return Measurement(min(widths), max(widths))
+
+    def __rich_console__(self, console, options):
+        pieces = [p for p in self.fitted(options.max_width) if p != ""]
+        grid = Table.grid(padding=(0, 1), expand=False)
+        for p in pieces:
+            grid.add_column(width=self._width(p), no_wrap=True)
+        grid.add_row(*(Text(p) if isinstance(p, str) else p for p in pieces))
+        yield grid
 
 
 def cell(text) -> Text:
@@ -314,20 +385,27 @@ def shape_text(shape) -> str:
     return "×".join(str(int(n)) for n in shape)
 
 
-def layer_table(rows: list[dict], plain: bool) -> Table:
+# the columns layer_table drops, in turn, for a narrow terminal (the layer's name says its type)
+LAYER_TABLE_DROPS = ("type", "weights", "output shape")
+LAYER_TABLE_STEPS = len(LAYER_TABLE_DROPS)
+
+
+def layer_table(rows: list[dict], plain: bool, compact: int = 0) -> Table:
     """The layers as Keras' model.summary() lists them, from ``analysis.parameter_counts``
     rows: number, name, type, output shape per image, the arrays (``W2 16×6×5×5 + b2``, the
     weight layer's number as ``inspect weights --layer`` counts) and the parameter count,
-    with the total in the footer."""
+    with the total in the footer. ``compact`` k drops the first k of LAYER_TABLE_DROPS, so
+    that a narrow terminal (see fit_table) never gets a cut count."""
     total = sum(r["parameters"] for r in rows)
+    dropped = LAYER_TABLE_DROPS[:compact]
     table = Table(box=SIMPLE_ASCII if plain else SIMPLE, show_edge=False, show_footer=True, padding=(0, 1),
                   pad_edge=False)
-    table.add_column("#", justify="right", footer="")
-    table.add_column("layer", footer="total")
-    table.add_column("type")
-    table.add_column("output shape")
-    table.add_column("weights", overflow="fold")
-    table.add_column("params", justify="right", footer=f"{total:,}")
+    columns = {"#": dict(justify="right", footer="", no_wrap=True), "layer": dict(footer="total", no_wrap=True),
+               "type": dict(no_wrap=True), "output shape": dict(no_wrap=True), "weights": dict(overflow="fold"),
+               "params": dict(justify="right", footer=f"{total:,}", no_wrap=True)}
+    shown = [name for name in columns if name not in dropped]
+    for name in shown:
+        table.add_column(name, **columns[name])
     for r in rows:
         k = r["weight_layer"]
         if k:
@@ -338,9 +416,10 @@ def layer_table(rows: list[dict], plain: bool) -> Table:
             arrays = " + ".join([f"{n} {shape_text(sh)}" for n, sh in names.items() if n.startswith("W_")]
                                 + (["biases"] if any(n.startswith("b_") for n in names) else [])
                                 + (["LayerNorm"] if any(n.endswith("gamma") for n in names) else []))
-        cells = [str(r["layer"]), r["name"], r["type"], shape_text(r["output_shape"]), arrays, f"{r['parameters']:,}"]
-        table.add_row(*(Text(c) for c in cells), style=None if r["parameters"] else "dim")
-    return fits_the_width(table)
+        cells = {"#": str(r["layer"]), "layer": r["name"], "type": r["type"], "output shape": shape_text(r["output_shape"]),
+                 "weights": arrays, "params": f"{r['parameters']:,}"}
+        table.add_row(*(Text(cells[name]) for name in shown), style=None if r["parameters"] else "dim")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------

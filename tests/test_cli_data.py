@@ -43,3 +43,29 @@ def test_list_in_a_pipe_keeps_its_note_on_one_line(tmp_path):
     assert note.startswith("Downloads go to ") and len(note) > 80
     assert note.endswith(f"{home / 'digitnet' / 'imported.json'}.")
     assert not [line for line in lines if line.endswith(" ")]
+
+
+def test_list_shows_every_shipped_set_as_here_with_its_file(tmp_path):
+    """The sets that ship inside the package (embedded, fonts) are here wherever digitnet is
+    installed, with the file's path and the counts read from it (checked here with NumPy);
+    the table says so too, in a pipe."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    import digitnet
+
+    resources = Path(digitnet.__file__).resolve().parent / "resources"
+    r = cli_helpers.run(["data", "list", "--json"], XDG_DATA_HOME=tmp_path)
+    assert r.returncode == 0, r.stderr
+    known = {s["name"]: s for s in json.loads(r.stdout)["known"]}
+    for name, file in (("embedded", "mnist-embedded.npz"), ("fonts", "fonts-digits.npz")):
+        with np.load(resources / file) as z:
+            train, test = len(z["train_labels"]), len(z["test_labels"])
+        s = known[name]
+        assert s["present"] and Path(s["path"]).resolve() == (resources / file).resolve(), s
+        assert (s["train"], s["test"], s["size"]) == (train, test, (resources / file).stat().st_size), s
+    table = cli_helpers.run(["data", "list"], XDG_DATA_HOME=tmp_path, COLUMNS=80).stdout.decode()
+    row = next(line for line in table.splitlines() if re.search(r"\bfonts\b", line))
+    assert re.search(r"\byes\b", row) and "fonts-digits.npz" in row, table

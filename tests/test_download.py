@@ -304,3 +304,14 @@ def test_cli_download_checksum_failure_is_one_line_exit_1(server, tmp_path):
     assert lines[-1].startswith("digitnet: error: x.gz") and "checksum mismatch" in lines[-1]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "d" / "x.gz").exists() and not (tmp_path / "d" / "x.gz.part").exists()
+
+
+def test_a_shipped_set_is_here_and_cannot_be_downloaded():
+    from digitnet import download
+    from digitnet.errors import DataError
+
+    for name in download.SHIPPED:
+        status = download.local_status(name)
+        assert status["present"] and Path(status["path"]).is_file() and status["train"] and status["test"], status
+        with pytest.raises(DataError, match="ships inside digitnet"):
+            download.source_for(name)

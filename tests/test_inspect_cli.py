@@ -65,11 +65,24 @@ def run(*args):
     return runner.invoke(app, ["inspect", *map(str, args)])
 
 
+def _prose(line: str) -> bool:
+    """A line of words (a sentence, a summary row after its label), not a row of a table or
+    picture: no columns lined up with runs of spaces."""
+    import re
+
+    return re.search(r"\S {3,}\S", line[14:]) is None
+
+
 def ok(*args) -> str:
+    """The output of a command that succeeds, as a script in a pipe gets it (CliRunner: not a
+    terminal, 80 columns): pictures and tables laid out within 80 columns, prose on whole
+    lines however long, no line padded with spaces."""
     r = run(*args)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert not [line for line in lines if line.endswith(" ")], r.output
+    wide = [line for line in lines if len(line) > 80 and not _prose(line)]
+    assert not wide, wide
     assert "\x1b[" not in r.output                       # not a terminal: plain text
     return r.output
 
@@ -88,6 +101,7 @@ def test_summary(tiny_model):
     assert ["4", "dense10", "dense", "10", "W2", "10×32", "+", "b2", "330"] in rows and ["total", "25,450"] in rows
     assert "cost per epoch" in out and "accuracy per epoch" in out and "embedded" in out
     info = js("summary", tiny_model, "--json")
+    assert info["model"] == info["path"] == str(tiny_model)       # "model" as every command says; "path" kept
     assert info["parameters"] == 25450 and info["sizes"] == [784, 32, 10]
     assert info["activation"] == "relu" and info["output"] == "softmax" and info["cost"] == "cross-entropy"
     assert [(r["name"], r["parameters"], r["weight_layer"]) for r in info["layers"]] == [
@@ -522,3 +536,25 @@ def test_console_script_in_a_pipe(tiny_model):
     bad = subprocess.run([str(DIGITNET), "inspect", "dream", str(tiny_model), "12"], capture_output=True, text=True,
                          timeout=60, env=env)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("columns", [40, 60])
+def test_summary_in_a_narrow_terminal_drops_columns_rather_than_cut_a_count(columns, tmp_path):
+    """`inspect summary` of the shipped CNN on a pseudo-terminal ``columns`` wide: the layer
+    table gives up columns (type, weights, output shape) and prints every parameter count
+    whole, never "12,5…"; the counts are summed here from the model's own arrays."""
+    import re
+
+    import cli_helpers
+    from digitnet.modelfile import load_model
+
+    net = load_model(SHIPPED / "digitnet.npz").network
+    counts = [sum(int(a.size) for a in v.values()) for v in net.views if v]
+    code, out = cli_helpers.run_in_terminal(["inspect", "summary", SHIPPED / "digitnet.npz"], columns, cwd=tmp_path)
+    assert code == 0, out
+    table = out[out.index("\nlayers\n"):out.index("cost per epoch")]
+    assert "…" not in table, table
+    assert max(len(line) for line in table.splitlines()) <= columns, table
+    shown = [line.split()[-1] for line in table.splitlines() if re.match(r"^ *\d+ ", line)]
+    assert [c for c in shown if c != "0"] == [f"{c:,}" for c in counts if c], table
+    assert re.search(rf"total +{sum(counts):,}$", table, re.M), table

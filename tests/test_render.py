@@ -256,3 +256,141 @@ def test_layer_table_lists_every_layer_like_keras():
 
 def test_shape_text():
     assert render.shape_text((6, 28, 28)) == "6×28×28" and render.shape_text([120]) == "120"
+
+
+# ---------------------------------------------------------------------------------------------
+# narrow terminals: columns give way, numbers are never cut (issue 15)
+
+LAYERS = [{"layer": 1, "name": "conv32x5", "type": "conv", "output_shape": [32, 24, 24],
+           "arrays": {"W": [32, 1, 5, 5], "b": [32]}, "weight_layer": 1, "parameters": 832},
+          {"layer": 2, "name": "dense256", "type": "dense", "output_shape": [256], "arrays": {"W": [256, 1024], "b": [256]},
+           "weight_layer": 2, "parameters": 262400},
+          {"layer": 3, "name": "dense10", "type": "dense", "output_shape": [10], "arrays": {"W": [10, 256], "b": [10]},
+           "weight_layer": 3, "parameters": 2570}]
+
+
+@pytest.mark.parametrize("width", [80, 60, 40, 30])
+def test_layer_table_drops_columns_rather_than_cut_a_count(width):
+    """fit_table on a terminal ``width`` wide: the type, then the weights, then the output
+    shape go; every count is printed whole (32 + 262,400 + 2,570 make 265,802 by hand)."""
+    con = Console(width=width, force_terminal=True, color_system=None, record=True, file=open("/dev/null", "w"))
+    table = render.fit_table(con, lambda k: render.layer_table(LAYERS, True, k), render.LAYER_TABLE_STEPS)
+    con.print(table)
+    text = con.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    rows = [line.split() for line in text.splitlines()]
+    counts = [row[-1] for row in rows if row and row[0] in ("1", "2", "3")] + [rows[-1][-1]]
+    assert counts == ["832", "262,400", "2,570", "265,802"]
+    heads = [c.header for c in table.columns]
+    assert heads[:2] == ["#", "layer"] and heads[-1] == "params"
+    if width == 80:
+        assert heads == ["#", "layer", "type", "output shape", "weights", "params"]
+    if width <= 40:
+        assert "type" not in heads and "weights" not in heads
+
+
+def test_layer_table_compact_drops_in_the_stated_order():
+    for k, gone in enumerate([(), ("type",), ("type", "weights"), ("type", "weights", "output shape")]):
+        heads = [c.header for c in render.layer_table(LAYERS, True, k).columns]
+        assert heads == [h for h in ("#", "layer", "type", "output shape", "weights", "params") if h not in gone]
+
+
+CLOCK = re.compile(r"(?<![\d:])\d+:\d\d:\d\d(?![\d:])")
+
+
+def _status(width: int) -> str:
+    con = Console(width=width, force_terminal=True, color_system=None, record=True, file=open("/dev/null", "w"))
+    line = render.StatusLine([("what", ("compiling the kernels (first run only)", "compiling", "")),
+                              ("count", (" 20/300", "")), ("stats", ("loss 0.5000  acc 80.00%", "loss 0.5000", "")),
+                              ("clock", ("0:00:17",)), ("eta", ("1:05 left", ""))],
+                             ("what", "stats", "count", "what", "stats", "eta"))
+    con.print(line)
+    return con.export_text().rstrip("\n")
+
+
+@pytest.mark.parametrize("width, expected", [
+    (120, "compiling the kernels (first run only)  20/300 loss 0.5000  acc 80.00% 0:00:17 1:05 left"),
+    (80, "compiling  20/300 loss 0.5000  acc 80.00% 0:00:17 1:05 left"),
+    (50, "compiling  20/300 loss 0.5000 0:00:17 1:05 left"),
+    (40, "compiling loss 0.5000 0:00:17 1:05 left"),
+    (30, "loss 0.5000 0:00:17 1:05 left"),
+    (20, "0:00:17 1:05 left"),
+    (12, "0:00:17"),
+])
+def test_status_line_gives_way_in_order_and_never_cuts_the_clock(width, expected):
+    assert _status(width).rstrip() == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# in a pipe: text at its own length, no line padded (issue 15)
+
+def _pipe_console(monkeypatch):
+    import io
+
+    out = io.StringIO()                      # not a terminal
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setenv("COLUMNS", "80")
+    return out, render.make_console()
+
+
+def test_in_a_pipe_text_is_never_wrapped_and_no_line_is_padded(monkeypatch):
+    from rich.table import Table
+
+    out, con = _pipe_console(monkeypatch)
+    assert con.width == 80 and not con.is_terminal
+    sentence = " ".join(f"word{i}" for i in range(40))               # 279 characters
+    con.print(sentence)
+    con.print(Text(sentence, style="dim"))
+    con.print("[bold]marked[/] up " + sentence)
+    grid = render.fits_the_width(Table.grid(padding=(0, 2)))          # a teaching screen laid out for 80 columns
+    grid.add_column()
+    grid.add_column()
+    grid.add_row("a", "b")
+    grid.add_row("longer name", "c")
+    con.print(grid)
+    data = Table("n", "value")                                         # a table of data: its natural width
+    data.add_row("1", "x" * 100)
+    con.print(data)
+    con.print("piece ", end="")                                        # not a line's end: the space stays
+    con.print("continued")
+    lines = out.getvalue().split("\n")
+    assert lines[:3] == [sentence, sentence, "marked up " + sentence]
+    assert lines[3:5] == ["a            b", "longer name  c"]
+    assert max(len(line) for line in lines[5:-2]) == len("│ 1 │ " + "x" * 100 + " │") and "x" * 100 in out.getvalue()
+    assert lines[-2] == "piece continued" and lines[-1] == ""
+    assert not [line for line in lines if line.endswith(" ")]
+
+
+def test_on_a_terminal_rich_wraps_as_usual():
+    import io
+
+    out = io.StringIO()
+    con = render._Console(file=out, force_terminal=True, width=40, color_system=None, soft_wrap=False)
+    con.print(" ".join(["word"] * 20))
+    assert all(len(line) <= 40 for line in out.getvalue().splitlines()) and len(out.getvalue().splitlines()) == 3
+
+
+def test_commands_in_a_pipe_keep_their_prose_whole_and_pad_no_line(tmp_path):
+    """The real console script with stdout a pipe and COLUMNS=80 (the shipped model, from a
+    folder without models/): every intro and note on one line however long, no line ending
+    with a space."""
+    import cli_helpers
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))       # blank: doubtful answers, and the note on "?"
+    whole = {
+        ("inspect", "summary"): [r"^accuracy +train \S+ \(last epoch\), validation \S+ \(best epoch\), test \S+$",
+                                 r"^train: measured during each epoch .* on the images as they are\.$"],
+        ("inspect", "errors"): [r"^digitnet\.npz on the test split of .*: .* wrong .*; the \d+ most confident mistakes "
+                                r"\(true → predicted, confidence, row\):$"],
+        ("inspect", "weights"): [r"^digitnet\.npz, layer 1 \(.*\): .* slid over the image$",
+                                 r"^Each picture: .* \(the ± by each number\)\.$"],
+        ("predict", "x.npy"): [r"^\? = doubtful: 2 answers not to trust .* names each one's reason in its warning\.$"],
+    }
+    for args, patterns in whole.items():
+        r = cli_helpers.run(args, cwd=tmp_path, COLUMNS=80)
+        out = r.stdout.decode()
+        assert r.returncode == 0, r.stderr
+        lines = out.splitlines()
+        assert not [line for line in lines if line.endswith(" ")], (args, out)
+        for pattern in patterns:
+            assert any(re.search(pattern, line) for line in lines), (args, pattern, out)

@@ -98,8 +98,8 @@ def summary_command(
         info["test_accuracy"], info["test_note"] = analysis.test_accuracy(fresh, measure=True)
     else:
         info["test_accuracy"], info["test_note"] = analysis.test_accuracy(m, measure=test is None)
-    if as_json:
-        dump_json(info)
+    if as_json:     # "model" as every command names it; "path", its older name, for scripts that read it
+        dump_json({"model": info["path"], **info})
         return
     _render_summary(info)
 
@@ -108,11 +108,11 @@ def _render_summary(info: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from digitnet.render import fits_the_width, layer_table, line_chart, terminal_safe
+    from digitnet.render import LAYER_TABLE_STEPS, fit_table, layer_table, line_chart, terminal_safe
 
     console, plain = _console()
     arrow = " -> " if plain else " → "
-    grid = fits_the_width(Table.grid(padding=(0, 2)))
+    grid = Table.grid(padding=(0, 2))        # in a pipe: a line per row, however long
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
 
@@ -156,7 +156,7 @@ def _render_summary(info: dict) -> None:
     console.print(grid)
     console.print()
     console.print(Text("layers", style="bold"))
-    console.print(layer_table(info["layers"], plain))
+    console.print(fit_table(console, lambda k: layer_table(info["layers"], plain, k), LAYER_TABLE_STEPS))
     h = info["history"]
     if h:
         width = max(20, min(60, console.width - 12))

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from digitnet.cli.common import EXIT_SIGNAL, Command, dump_json, error_line, handle_errors, parse_ints
+from digitnet.modelpath import TRAIN_OUT
 
 EXAMPLE = """
 \b
@@ -39,7 +40,7 @@ def train_command(
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Seed for init, shuffles, split and augmentation [preset: 0]."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random shifts, rotations, scalings, stroke widths per epoch [preset]."),
     val_split: Optional[float] = typer.Option(None, "--val-split", metavar="X", help="Share of the training split held out to pick the best epoch [preset]."),
-    out: Path = typer.Option(Path("models/digitnet.npz"), "--out", "-o", metavar="FILE", help="Where to write the model."),
+    out: Path = typer.Option(TRAIN_OUT, "--out", "-o", metavar="FILE", help="Where to write the model."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite --out if it exists."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="MODEL", help="Continue training this model (its layers; options override its config)."),
     threads: str = typer.Option("auto", "--threads", metavar="auto|N",
@@ -104,7 +105,7 @@ def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epoc
         raise _Interrupted(stop.signum, "interrupted before training started; nothing was written")
 
     err = make_console(stderr=True)
-    with ProgressView(err, config.epochs, dataset.n_classes, config.augment) as progress_view:
+    with ProgressView(err, config.epochs, dataset.n_classes, config.augment, config.cost) as progress_view:
         result = training.train(dataset, config, resume=previous.network if previous else None, history=history,
                                 threads=threads, on_chunk=progress_view.chunk, on_epoch=progress_view.epoch)
     model = training.model_from_result(result, dataset, config, data, {"preset": preset if resume is None else None})
@@ -147,10 +148,11 @@ def _train(stop, data, preset, layers, hidden, activation, cost, optimizer, epoc
         dump_json(summary)
     else:
         from digitnet.cli.evaluate import render_report
-        from digitnet.render import history_table
+        from digitnet.render import HISTORY_COLUMNS, fit_table, history_table
 
         con = make_console()
-        con.print(history_table(result.history, result.best_epoch))
+        con.print(fit_table(con, lambda k: history_table(result.history, result.best_epoch, compact=k),
+                            len(HISTORY_COLUMNS) - 2))
         if report:
             render_report(con, report, model.class_names, title=f"Test split of {dataset.name} ({report['n']:,} images)")
         con.print(f"Saved {target}  (best epoch {result.best_epoch} of {len(result.history)}, "
@@ -237,12 +239,13 @@ class ProgressView:
     On a terminal: from the first moment a status line with a moving elapsed clock says what
     is happening ("starting: compiling the kernels (first run only)", "augmenting epoch 3"),
     then a bar for the current epoch (loss, accuracy) with the time left for the whole run;
-    each finished epoch leaves a line. In a pipe, only the lines. After an epoch whose cost
-    rose sharply or whose accuracy sits at chance level, a hint about the learning rate
-    (once each)."""
+    the line fits the terminal's width (render.StatusLine: the bar, the words and the other
+    numbers give way, the clock is never cut). Each finished epoch leaves a line. In a pipe,
+    only the lines. After an epoch whose cost rose sharply or whose accuracy sits at chance
+    level, a hint about the learning rate (once each)."""
 
-    def __init__(self, console, epochs: int, n_classes: int = 10, augment: bool = False):
-        self.console, self.epochs, self.n_classes, self.augment = console, epochs, n_classes, augment
+    def __init__(self, console, epochs: int, n_classes: int = 10, augment: bool = False, cost: str = "cross-entropy"):
+        self.console, self.epochs, self.n_classes, self.augment, self.cost = console, epochs, n_classes, augment, cost
         self.progress = None
         self.task = None
         self.shown_epoch = None
@@ -253,19 +256,44 @@ class ProgressView:
 
     def __enter__(self):
         if self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress, ProgressColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                                     TextColumn("{task.fields[eta]}"), console=self.console, transient=True)
+            view = self
+
+            class Status(ProgressColumn):         # the whole line, fitted to the width at each refresh
+                def render(self, task):
+                    return view.status(task)
+
+            self.progress = Progress(Status(), console=self.console, transient=True)
             self.progress.__enter__()
-            what = "starting: compiling the kernels (first run only)" + (", augmenting" if self.augment else "")
-            self.task = self.progress.add_task(what, total=None, stats="", eta="")
+            augmenting = ", augmenting" if self.augment else ""
+            self.task = self.progress.add_task(f"starting: compiling the kernels (first run only){augmenting}", total=None,
+                                               shorter=(f"compiling the kernels{augmenting}", "starting"), stats=(), eta="")
         return self
 
     def __exit__(self, *exc):
         if self.progress:
             self.progress.__exit__(*exc)
+
+    # the order in which the status line's parts give way to a narrow terminal
+    GIVE_WAY = ("bar", "bar", "what", "bar", "stats", "count", "what", "stats", "eta", "what")
+
+    def status(self, task):
+        """The status line of ``task``: what happens, a bar, batches done, loss and accuracy,
+        the elapsed clock and the time left, as much of it as the width allows."""
+        from datetime import timedelta
+
+        from rich.progress_bar import ProgressBar
+
+        from digitnet.render import StatusLine
+
+        bars = [ProgressBar(total=task.total, completed=task.completed, width=w, pulse=not task.started,
+                            animation_time=task.get_time()) for w in (40, 20, 10)]
+        count = f"{int(task.completed):>{len(str(int(task.total)))}}/{int(task.total)}" if task.total else ""
+        clock = str(timedelta(seconds=max(0, int(task.elapsed or 0))))
+        return StatusLine([("what", (task.description, *task.fields["shorter"], "")), ("bar", (*bars, "")),
+                           ("count", (count, "")), ("stats", (*task.fields["stats"], "")), ("clock", (clock,)),
+                           ("eta", (task.fields["eta"], ""))], self.GIVE_WAY)
 
     def _run_fraction(self, epoch: int, done: int, total: int) -> float:
         return ((epoch - self.first_epoch) + done / max(total, 1)) / max(self.epochs, 1)
@@ -287,10 +315,12 @@ class ProgressView:
             left = (1 - run_done) * (now - t0) / (run_done - f0)
             eta = f"{int(left // 60)}:{int(left % 60):02d} left"
         if self.shown_epoch != epoch:
-            self.progress.reset(self.task, total=total, completed=0,
-                                description=f"epoch {epoch - self.first_epoch + 1:>3}/{self.epochs}", stats="", eta=eta)
+            k = epoch - self.first_epoch + 1
+            self.progress.reset(self.task, total=total, completed=0, description=f"epoch {k:>3}/{self.epochs}",
+                                shorter=(f"epoch {k}/{self.epochs}",), stats=(), eta=eta)
             self.shown_epoch = epoch
-        self.progress.update(self.task, completed=done, stats=f"loss {loss:.4f}  acc {acc:6.2%}", eta=eta)
+        self.progress.update(self.task, completed=done, stats=(f"loss {loss:.4f}  acc {acc:6.2%}", f"loss {loss:.4f}"),
+                             eta=eta)
 
     def epoch(self, s):
         """Called after each epoch: one line that stays on the screen (and a hint when the
@@ -303,11 +333,14 @@ class ProgressView:
         for hint in self._hints(s):
             out.print(f"hint: {hint}", soft_wrap=True, markup=False, highlight=False)
         if self.progress and self.first_epoch is not None and s.epoch - self.first_epoch < self.epochs:
-            self.progress.update(self.task, description=("augmenting" if self.augment else "starting")
-                                 + f" epoch {s.epoch - self.first_epoch + 1}")
+            k = s.epoch - self.first_epoch + 1
+            self.progress.update(self.task, description=("augmenting" if self.augment else "starting") + f" epoch {k}",
+                                 shorter=(f"epoch {k}",))
 
     def _hints(self, s) -> list[str]:
-        """What an epoch's numbers say about the learning rate (each said once)."""
+        """What an epoch's numbers say about the learning rate (each said once). At chance
+        level the cost tells the direction: far above the cost of a chance-level guess the
+        network is saturated (the rate is too high); at that cost it has barely moved (too low)."""
         self.losses.append(s.loss)
         out = []
         chance = 1 / max(self.n_classes, 1)
@@ -319,10 +352,33 @@ class ProgressView:
                        f"(lr {s.lr:g}) looks too high; try --lr {s.lr / 10:g}")
         elif acc <= 1.5 * chance and "chance" not in self.hinted:
             self.hinted.add("chance")
-            out.append(f"accuracy {acc:.1%} is chance level ({chance:.0%} for {self.n_classes} classes): the "
-                       f"network is not learning at lr {s.lr:g}; a rate too high saturates it (try --lr "
-                       f"{s.lr / 10:g}), one too low barely moves it (try --lr {s.lr * 10:g})")
+            guess = chance_cost(self.cost, self.n_classes)
+            head = (f"accuracy {acc:.1%} is chance level ({chance:.0%} for {self.n_classes} classes) and the cost "
+                    f"{s.loss:.4f}")
+            if s.loss > FAR_ABOVE_CHANCE * guess:
+                out.append(f"{head} is far above a chance-level guess's ({guess:.4f}): the network is saturated, "
+                           f"the learning rate (lr {s.lr:g}) looks too high; try --lr {s.lr / 10:g}")
+            else:
+                out.append(f"{head} is not far above a chance-level guess's ({guess:.4f}): the network has barely moved, "
+                           f"the learning rate (lr {s.lr:g}) looks too low; try --lr {s.lr * 10:g}")
         return out
+
+
+# a cost this many times a chance-level guess's says the rate is too high, not too low
+FAR_ABOVE_CHANCE = 1.5
+
+
+def chance_cost(cost: str, n_classes: int) -> float:
+    """The cost of a chance-level guess: every class given 1/n_classes (the constant output
+    with the least cost under either cost), as the cost's own formula counts it: ln n for
+    cross-entropy, ½(1 − 1/n) for quadratic."""
+    import numpy as np
+
+    from digitnet.nn.functions import COSTS, one_hot
+
+    n = max(n_classes, 1)
+    a = np.full((1, n), 1.0 / n)
+    return float(COSTS[cost].value(a, one_hot(np.array([0]), n, np.float64))[0])
 
 
 def _named_help() -> dict[str, tuple[str, str]]:

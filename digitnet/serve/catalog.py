@@ -1,7 +1,7 @@
 """The models the drawing page offers, each known to clients only by a short id.
 
 They are, in this order: the model files given on the command line, the default model (the
-one every command uses when none is named: ``digitnet.cli.common.default_model``), the other
+one every command uses when none is named: ``digitnet.modelpath.default_model``), the other
 shipped models, and the ``.npz`` files under ``./models/``; a file reached twice is listed
 once. Clients choose by id from ``GET /api/models``, so no path ever comes from a request.
 Models named on the command line are loaded (and checked) at once; the others on first use,
@@ -39,13 +39,11 @@ def _slug(path: Path) -> str:
     return re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")[:40] or "model"
 
 
-def _shipped_dir() -> Path | None:
-    """The shipped models: inside the installed package, or ``models/`` of a checkout."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "models", here.parent / "models"):
-        if (candidate / "digitnet.npz").is_file():
-            return candidate
-    return None
+def _shipped_dir() -> Path:
+    """The folder of the shipped models: where modelpath finds the shipped default one."""
+    from digitnet.modelpath import shipped_model
+
+    return shipped_model().parent
 
 
 def _npz_files(folder: Path | None) -> list[Path]:
@@ -70,7 +68,7 @@ class Catalog:
         """Collect the models (see the module's docstring). Models in ``paths`` are loaded now:
         a bad one raises ModelError/DataError, as any command that is given a model file does.
         ``default``: the model the other commands would use (listed after ``paths``); when not
-        given, chosen by their rule, default_model() (in the process's current folder; ``cwd``
+        given, chosen by their rule, modelpath.default_model() (in the process's current folder; ``cwd``
         is only where ``models/`` is listed from)."""
         from digitnet.modelpath import default_model
 
