@@ -568,7 +568,7 @@ CLICK_ROWS = [
     ("--epochs ten", f"{TRAIN} --epochs ten", "'--epochs'"),
     ("--batch-size 1.5", f"{TRAIN} --batch-size 1.5", "'--batch-size'"),
     ("--lr fast", f"{TRAIN} --lr fast", "'--lr'"),
-    ("--threads 0", f"{TRAIN} --threads 0", "'--threads'"),
+    ("--threads 0", f"{TRAIN} --threads 0", "--threads must be auto or a whole number"),
 ]
 
 

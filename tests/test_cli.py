@@ -186,7 +186,7 @@ def test_progress_view_in_a_pipe_prints_epoch_lines_only():
 
 def test_learning_rate_hints_after_an_epoch():
     """A cost that rises sharply suggests a lower rate; accuracy at chance level (1/classes)
-    says the network is not learning; each hint once, in a pipe too."""
+    with a cost near a chance-level guess's says the rate is too low; each hint once, in a pipe too."""
     import io
 
     from rich.console import Console
@@ -201,8 +201,9 @@ def test_learning_rate_hints_after_an_epoch():
         view.epoch(_stats(4, 2.0, 0.3, 0.3, lr=3.0))               # 2.0 > 1.5 × 0.8: rising
         view.epoch(_stats(5, 3.0, 0.3, 0.3, lr=3.0))
     hints = [line for line in buf.getvalue().splitlines() if line.startswith("hint:")]
-    assert hints == ["hint: accuracy 36.0% is chance level (25% for 4 classes): the network is not learning at lr 3; "
-                     "a rate too high saturates it (try --lr 0.3), one too low barely moves it (try --lr 30)",
+    assert hints == ["hint: accuracy 36.0% is chance level (25% for 4 classes) and the cost 1.1500 is not far above "
+                     "a chance-level guess's (1.3863): the network has barely moved, the learning rate (lr 3) looks "
+                     "too low; try --lr 30",
                      "hint: the cost rose from 0.8000 to 2.0000: the learning rate (lr 3) looks too high; try --lr 0.3"]
 
 
