@@ -67,32 +67,68 @@ class BlasThreads:
             lib.set_num_threads(n)
 
 
+class IdleMeter:
+    """Idle cores of the whole machine since the previous call, from /proc/stat (Linux);
+    None where that is not available."""
+
+    def __init__(self, path: str = "/proc/stat"):
+        self.path = path
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, float] | None:
+        try:
+            with open(self.path, "rb") as f:
+                fields = [float(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return None
+        if len(fields) < 4:
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)     # idle + iowait
+        return idle, sum(fields[:8])
+
+    def __call__(self) -> float | None:
+        now, before = self._read(), self._last
+        self._last = now
+        if now is None or before is None or now[1] <= before[1]:
+            return None
+        return (now[0] - before[0]) / (now[1] - before[1]) * os.cpu_count()
+
+
 class Governor:
     """Chooses the thread count for each stretch of work from measured throughput.
 
     Use: ``g.samples(default)`` for the size of the next stretch of work, ``g.threads()``
-    before it (applied through ``apply``), ``g.done(samples, seconds)`` after it. Windows of
-    at least ``window`` seconds at the current setting are compared with one stretch on
-    trial; the first window (compilation, cold caches) is not compared.
+    before it (applied through ``apply``), ``g.done(samples, seconds)`` after it.
+
+    It starts on one thread (never the disaster) and compares windows of at least ``window``
+    seconds at the current setting with a trial of the other. A trial of one thread is one
+    short stretch (sized so that even a setting 30× slower costs little), taken at once when
+    the rate falls and at doubling intervals otherwise. A trial of all cores is taken only
+    when the machine has an idle core (``idle``: /proc/stat), and lasts a window after two
+    settling stretches: threads that were parked take a while to get going, and a shorter
+    trial undersells them. The first stretch after any change is not measured.
     """
 
     def __init__(self, apply: Callable[[int], None], n_cores: int | None = None, *, pinned: int | None = None,
                  window: float = 0.25, first_gap: float = 2.0, max_gap: float = 30.0, drop: float = 0.7,
-                 margin: float = 1.05, clock: Callable[[], float] = time.perf_counter):
+                 margin: float = 1.05, clock: Callable[[], float] = time.perf_counter,
+                 idle: Callable[[], float | None] | None = None):
         self.apply, self.clock, self.pinned = apply, clock, pinned
         self.high = max(1, n_cores or cores())
         self.window, self.first_gap, self.max_gap, self.drop, self.margin = window, first_gap, max_gap, drop, margin
-        self.current = pinned or 1        # the setting believed faster (or the pinned one); one
-        #                                   thread first: it is never the disaster, and all cores are tried at once
-        self.trying: int | None = None    # the setting on trial this window, if any
+        self.idle = idle if idle is not None else IdleMeter() if not pinned and self.high > 1 else (lambda: None)
+        self.current = pinned or 1        # the setting believed faster (or the pinned one)
+        self.trying: int | None = None    # the setting on trial, if any
         self.gap = first_gap              # seconds between trials while nothing changes
         self.recent: deque[float] = deque(maxlen=3)   # the last few window rates at `current`
         self.reference: float | None = None            # the rate when `current` was last chosen
-        self.last_trial = -math.inf      # all cores are tried right after the first measured window
+        self.last_trial = -math.inf      # the other setting is tried right after the first measured window
         self.warm = False
         self._samples = 0.0
         self._seconds = 0.0
         self._applied: int | None = None
+        self._last: int | None = None                  # the count of the previous stretch
+        self._settle = 0                               # stretches still to leave unmeasured
         self.seconds_at: dict[int, float] = {}         # time spent at each count (for the record)
         self.switches = 0
         self.rates: dict[int, float] = {}              # the last rate measured at each count
@@ -108,15 +144,15 @@ class Governor:
 
     def samples(self, default: int) -> int:
         """How many samples the next stretch of work should hold: about half a window at the
-        current setting's rate; on trial (one stretch) a quarter window at the rate the trial
-        setting had last time (a sixteenth of the current rate when never tried), so a setting
-        even 30× slower costs little; at most 512 until a rate is known; ``default`` when pinned."""
+        current setting's rate; on a one-thread trial a quarter window at the rate one thread
+        had last time (a sixteenth of the current rate when never tried); at most 512 until a
+        rate is known; ``default`` when pinned."""
         if self.pinned or self.high == 1:
             return default
         if not self.recent:               # a small first stretch: the start may be the slow setting
             return min(default, 512)
-        if self.trying:                   # sized by what the trial setting did last time, if known
-            return max(1, int(self.rates.get(self.trying, self.recent[-1] / 16) * self.window / 4))
+        if self.trying == 1:
+            return max(1, int(self.rates.get(1, self.recent[-1] / 16) * self.window / 4))
         return max(1, int(self.recent[-1] * self.window / 2))
 
     def done(self, samples: int, seconds: float) -> None:
@@ -125,14 +161,22 @@ class Governor:
         self.seconds_at[n] = self.seconds_at.get(n, 0.0) + seconds
         if self.pinned or self.high == 1:
             return
+        if n != self._last:               # a change: its first stretches wake (or start) threads
+            self._last = n
+            self._settle = 2 if n > 1 and self.warm else 1
+            self._samples = self._seconds = 0.0
+        if self._settle:
+            self._settle -= 1
+            return
         self._samples += samples
         self._seconds += seconds
-        if self._seconds < self.window and (self.trying is None or not self.warm):
-            return                        # (a trial is judged on its one stretch)
+        if self._seconds < (0.0 if self.trying == 1 else self.window):
+            return
         rate = self._samples / self._seconds
         self._samples = self._seconds = 0.0
         self.log.append((self.clock(), n, rate, "trial" if self.trying else "window" if self.warm else "warm-up"))
         self.rates[n] = rate
+        idle = self.idle()                # idle cores over this window
         if not self.warm:                 # compilation and cold caches: not a measurement
             self.warm = True
             return
@@ -147,8 +191,12 @@ class Governor:
             self.recent.clear()
             self.recent.append(rate)
             self.gap = self.first_gap
-        if fell or self.clock() - self.last_trial >= self.gap:
-            self.trying = 1 if self.current == self.high else self.high
+        if not (fell or self.clock() - self.last_trial >= self.gap):
+            return
+        if self.current == self.high:
+            self.trying = 1
+        elif idle is None or idle >= 0.5:  # more threads only where a core is free to run them
+            self.trying = self.high
 
     def _judge(self, rate: float) -> None:
         """End a trial: switch when the trial beat the current setting's recent rate."""

@@ -25,14 +25,19 @@ def test_parse_refuses_anything_else_in_one_line(text):
 
 
 class Machine:
-    """A simulated run: ``rate(threads, t)`` samples/s; the governor's stretches advance the clock."""
+    """A simulated 2-core run: ``rate(threads, t)`` samples/s, ``neighbours(t)`` busy cores of
+    other processes; the governor's stretches advance the clock."""
 
-    def __init__(self, rate):
-        self.rate, self.t, self.compiled = rate, 0.0, False
+    def __init__(self, rate, neighbours=lambda t: 0):
+        self.rate, self.neighbours, self.t, self.compiled = rate, neighbours, 0.0, False
         self.applied: list[int] = []
 
     def clock(self) -> float:
         return self.t
+
+    def idle(self) -> float:
+        """Idle cores now (what /proc/stat would say over the last window)."""
+        return max(0.0, 2.0 - (self.applied[-1] if self.applied else 1) - self.neighbours(self.t))
 
     def apply(self, n: int) -> None:
         self.applied.append(n)
@@ -55,7 +60,7 @@ class Machine:
 
 
 def governor(machine: Machine, **kw) -> Governor:
-    return Governor(machine.apply, 2, clock=machine.clock, **kw)
+    return Governor(machine.apply, 2, clock=machine.clock, idle=machine.idle, **kw)
 
 
 def test_quiet_machine_runs_on_all_cores_and_trials_cost_little():
@@ -69,7 +74,7 @@ def test_quiet_machine_runs_on_all_cores_and_trials_cost_little():
 
 def test_busy_neighbour_keeps_it_on_one_thread_within_ten_percent_of_pinned_one():
     """Two threads 30× slower than one (stalled BLAS threads): auto within 10% of --threads 1."""
-    m = Machine(lambda n, t: 10_000 if n == 1 else 10_000 / 30)
+    m = Machine(lambda n, t: 10_000 if n == 1 else 10_000 / 30, neighbours=lambda t: 1)
     spent = m.run(governor(m), 10_000 * 60)
     assert sum(spent.values()) <= 1.10 * (60 + 1.0)
     assert spent.get(2, 0.0) < 0.02 * sum(spent.values())
@@ -84,7 +89,7 @@ def test_follows_a_neighbour_that_arrives_and_leaves():
             return 10_000.0
         return 10_000 / 5 if loaded else 18_000.0
 
-    m = Machine(rate)
+    m = Machine(rate, neighbours=lambda t: 1 if 60 <= t < 120 else 0)
     g = governor(m, max_gap=20.0)
     m.run(g, 18_000 * 55)                               # the quiet minute
     assert g.current == 2
@@ -146,3 +151,24 @@ def test_pinned_inference_stays_pinned_for_large_batches(monkeypatch):
     for _ in range(20):
         net.predict_proba(x, chunk=100)
     assert set(applied) == {1} and len(applied) > 1
+
+
+def test_without_a_free_core_it_never_tries_more_threads():
+    """At one thread beside a neighbour (no idle core), all cores are never tried, even when
+    the rate falls: a stalled trial would cost seconds."""
+    m = Machine(lambda n, t: 10_000 if n == 1 else 100.0, neighbours=lambda t: 1)
+    g = governor(m)
+    m.run(g, 10_000 * 30)
+    assert set(m.applied) == {1}
+
+
+def test_idle_meter_reads_proc_stat(tmp_path):
+    """Idle cores between two reads of /proc/stat's first line (idle + iowait over the total)."""
+    import os
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    meter = threads.IdleMeter(str(stat))
+    stat.write_text("cpu  200 0 100 900 0 0 0 0 0 0\n")        # 200 more jiffies, half of them idle
+    assert meter() == pytest.approx(0.5 * os.cpu_count())
+    assert threads.IdleMeter(str(tmp_path / "missing"))() is None
