@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
 
-    shipped = [str(ROOT / "models" / "digitnet.npz"), str(ROOT / "models" / "mnist-3b1b.npz")]
+    shipped = [str(p) for p in sorted((ROOT / "models").glob("*.npz"))]       # every model the package ships
     models = list(dict.fromkeys(shipped + [str(Path(m).resolve()) for m in args.models]))    # a shipped one named again: once
     load_before = os.getloadavg()[0]
     pngs, pixels = pad_pngs()
