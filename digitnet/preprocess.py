@@ -184,13 +184,17 @@ def _thin_bold(ink: np.ndarray, box: int) -> np.ndarray:
 
 
 def _checked_gray(gray) -> np.ndarray:
-    """The image as float32 (H, W); DataError for another shape or a non-finite pixel."""
+    """The image as float32 (H, W); DataError for another shape, a non-finite pixel or
+    one outside [0, 1] (grey levels; 255 would overflow the photo analysis's histograms)."""
     with np.errstate(over="ignore"):   # float64 beyond float32's range becomes inf, refused below
         gray = np.asarray(gray, np.float32)
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise DataError(f"expected a greyscale image (H, W), got an array of shape {gray.shape}")
     if not np.isfinite(gray).all():
         raise DataError("the image holds NaN or infinite values")
+    lo, hi = float(gray.min()), float(gray.max())
+    if lo < 0 or hi > 1:
+        raise DataError(f"expected grey levels in [0, 1], got values from {lo:.4g} to {hi:.4g}")
     return gray
 
 

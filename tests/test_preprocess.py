@@ -211,3 +211,13 @@ def test_notes_say_what_the_photo_analysis_saw():
     notes = {}
     resize_plain(canvas, notes=notes)
     assert notes == {}
+
+
+@pytest.mark.parametrize("value", [1.0001, 255.0, 1e30, -0.5])
+def test_grey_levels_outside_0_1_are_refused_in_one_line(value):
+    """to_mnist takes grey levels in [0, 1]; 0-255 pixels or huge floats are a DataError naming
+    the range found (they used to overflow the photo analysis's histogram: a RuntimeWarning)."""
+    gray = np.zeros((40, 30), np.float64)
+    gray[10:30, 12:18] = value
+    with pytest.raises(DataError, match=r"expected grey levels in \[0, 1\], got values from"):
+        to_mnist(gray)

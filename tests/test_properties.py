@@ -248,8 +248,6 @@ def test_load_image_on_random_and_damaged_bytes_raises_only_data_errors(tmp_path
         assert np.isfinite(gray).all() and gray.min() >= 0 and gray.max() <= 1
 
 
-@pytest.mark.xfail(strict=False, reason="known defect of the photo preprocessing (issue 16, open): some random "
-                                        "arrays end in a NumPy RuntimeWarning (invalid cast) instead of a DataError")
 @SETTINGS
 @given(array=hnp.arrays(st.sampled_from([np.float32, np.float64, np.uint8, np.int16, np.bool_]),
                         hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=40)))
