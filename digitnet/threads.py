@@ -68,8 +68,8 @@ class BlasThreads:
 
 
 class IdleMeter:
-    """Idle cores of the whole machine since the previous call, from /proc/stat (Linux);
-    None where that is not available."""
+    """Cores free for us since the previous call, from /proc/stat (Linux): idle, waiting for
+    I/O, or running niced work (which yields to ours); None where /proc/stat is missing."""
 
     def __init__(self, path: str = "/proc/stat"):
         self.path = path
@@ -83,7 +83,8 @@ class IdleMeter:
             return None
         if len(fields) < 4:
             return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)     # idle + iowait
+        # idle + iowait, and nice: a niced neighbour yields its core to us
+        idle = fields[1] + fields[3] + (fields[4] if len(fields) > 4 else 0.0)
         return idle, sum(fields[:8])
 
     def __call__(self) -> float | None:

@@ -163,12 +163,14 @@ def test_without_a_free_core_it_never_tries_more_threads():
 
 
 def test_idle_meter_reads_proc_stat(tmp_path):
-    """Idle cores between two reads of /proc/stat's first line (idle + iowait over the total)."""
+    """Free cores between two reads of /proc/stat's first line ((nice + idle + iowait) over the total)."""
     import os
 
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
     meter = threads.IdleMeter(str(stat))
     stat.write_text("cpu  200 0 100 900 0 0 0 0 0 0\n")        # 200 more jiffies, half of them idle
+    assert meter() == pytest.approx(0.5 * os.cpu_count())
+    stat.write_text("cpu  300 100 100 900 0 0 0 0 0 0\n")      # 200 more, half of them niced work
     assert meter() == pytest.approx(0.5 * os.cpu_count())
     assert threads.IdleMeter(str(tmp_path / "missing"))() is None
