@@ -101,7 +101,8 @@ class Governor:
     Use: ``g.samples(default)`` for the size of the next stretch of work, ``g.threads()``
     before it (applied through ``apply``), ``g.done(samples, seconds)`` after it.
 
-    It starts on one thread (never the disaster) and compares windows of at least ``window``
+    It starts on one thread (never the disaster) and moves to all cores after that first
+    stretch when a core stood idle meanwhile; then it compares windows of at least ``window``
     seconds at the current setting with a trial of the other. A trial of one thread is one
     short stretch (sized so that even a setting 30× slower costs little), taken at once when
     the rate falls and at doubling intervals otherwise. A trial of all cores is taken only
@@ -139,6 +140,8 @@ class Governor:
         """The thread count for the next stretch of work, applied (every time: other code,
         such as a validation pass's own governor, may have set another count meanwhile)."""
         n = self.trying or self.current
+        if self._last is None:            # the first stretch: measure the machine's idle cores from here
+            self.idle()
         self.apply(n)
         self._applied = n
         return n
@@ -171,15 +174,17 @@ class Governor:
             return
         self._samples += samples
         self._seconds += seconds
-        if self._seconds < (0.0 if self.trying == 1 else self.window):
-            return
+        if self._seconds < (0.0 if self.trying == 1 else self.window if self.warm else self.window / 5):
+            return                        # (the warm-up only has to see whether a core is idle)
         rate = self._samples / self._seconds
         self._samples = self._seconds = 0.0
         self.log.append((self.clock(), n, rate, "trial" if self.trying else "window" if self.warm else "warm-up"))
         self.rates[n] = rate
         idle = self.idle()                # idle cores over this window
-        if not self.warm:                 # compilation and cold caches: not a measurement
-            self.warm = True
+        if not self.warm:                 # compilation and cold caches: not a measurement of speed,
+            self.warm = True              # but of the machine: a free core means all cores go first
+            if idle is not None and idle >= 0.5:
+                self.current = self.high
             return
         if self.trying is not None:
             self._judge(rate)

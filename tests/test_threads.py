@@ -174,3 +174,15 @@ def test_idle_meter_reads_proc_stat(tmp_path):
     stat.write_text("cpu  300 100 100 900 0 0 0 0 0 0\n")      # 200 more, half of them niced work
     assert meter() == pytest.approx(0.5 * os.cpu_count())
     assert threads.IdleMeter(str(tmp_path / "missing"))() is None
+
+
+def test_a_free_core_at_the_start_means_all_cores_after_the_first_stretch():
+    """A short run (one epoch of a small MLP is a fraction of a second) must not spend its
+    time learning: with a core idle during the warm-up stretch, the next stretches run on all."""
+    m = Machine(lambda n, t: 100_000 * (1.8 if n == 2 else 1.0))
+    g = governor(m)
+    spent = m.run(g, 100_000 * 1.8 * 2)                    # two seconds' work
+    assert spent[1] <= 1.0 + 0.25                          # compiling, a short warm-up, a trial of one thread
+    busy = Machine(lambda n, t: 100_000 * (1.8 if n == 2 else 1.0), neighbours=lambda t: 1)
+    busy.run(governor(busy), 100_000)
+    assert busy.applied[:3] == [1, 1, 1]
