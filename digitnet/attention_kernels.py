@@ -38,13 +38,14 @@ inf behave as without it, so divergence is still seen.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from contextlib import contextmanager
 
 import numpy as np
 
-from digitnet.conv_kernels import _blas_one_thread, set_threads  # noqa: F401  (also sets NUMBA_CACHE_DIR)
+from digitnet.conv_kernels import _blas_one_thread, _Buffers, set_threads  # noqa: F401  (also sets NUMBA_CACHE_DIR)
 from digitnet.kernels import NO_TRANS, ROW_MAJOR, TRANS, _sgemm
 from digitnet.nn.attention import layernorm_backward
 
@@ -595,42 +596,13 @@ def _write_grads(g: dict, flat_target, G: np.ndarray) -> None:
         pos += v.size
 
 
-class _Pool:
-    """Arrays reused from batch to batch. ``get``: an array handed out again once nothing but
-    the pool holds it (no cache, no activation list, no view of it left) — a forward's outputs
-    and caches live until backward has used them, then the next batch takes them back; fresh
-    arrays of a few MB would fault in every page on every batch, which costs more than a
-    block's arithmetic here. ``scratch``: work arrays for the length of one kernel call."""
-
-    PER_SHAPE = 64                  # arrays of one shape alive at once (4 blocks × a few each)
-
-    def __init__(self):
-        self._bufs: dict[tuple, list[np.ndarray]] = {}
-        self._scratch: dict[tuple, np.ndarray] = {}
-
-    def get(self, shape: tuple, dtype=np.float32) -> np.ndarray:
-        key = (shape, np.dtype(dtype).str)
-        bufs = self._bufs.get(key)
-        if bufs is None:
-            if len(self._bufs) > 64:             # shapes come and go (last batches): keep it bounded
-                self._bufs.clear()
-            bufs = self._bufs[key] = []
-        for buf in bufs:
-            if sys.getrefcount(buf) <= 3:         # the list, ``buf`` and getrefcount's argument
-                return buf
-        buf = np.empty(shape, dtype)
-        if len(bufs) < self.PER_SHAPE:
-            bufs.append(buf)
-        return buf
-
-    def scratch(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
-        key = (name, shape, np.dtype(dtype).str)
-        buf = self._scratch.get(key)
-        if buf is None:
-            if len(self._scratch) > 64:
-                self._scratch.clear()
-            buf = self._scratch[key] = np.empty(shape, dtype)
-        return buf
+def _Pool() -> _Buffers:
+    """Arrays reused from batch to batch (``conv_kernels._Buffers``), one name for all of a
+    layer's outputs: a forward's outputs and caches live until backward has used them, then
+    the next batch takes them back (fresh arrays of a few MB would fault in every page on every
+    batch, which costs more than a block's arithmetic here); up to 64 of one shape (4 blocks ×
+    a few each)."""
+    return _Buffers(per_key=64)
 
 
 def _n_chunks(m: int, per_chunk: int = 8) -> int:
@@ -692,7 +664,7 @@ class BlockOp:
         T, D, F, H, n_chunks, sub = self._plan(layer, m)
         P = _params_flat(p)
         x = a.reshape(m * T, D)
-        get = self.pool.get
+        get = functools.partial(self.pool.take, "out")
         out, x1, y = get((m * T, D)), get((m * T, D)), get((m * T, D))
         qkv, att, stats = get((m * T, 3 * D)), get((m, T, H * T)), get((4, m * T))
         h, hg = get((m * T, F)), get((m * T, F))
@@ -714,7 +686,7 @@ class BlockOp:
         only0 = T > 1 and not grad[:, 1:].any()
         S = self.pool
         L = sub * T
-        dx = self.pool.get((m * T, D)) if need_dx else S.scratch("no_dx", (m * T, D))
+        dx = self.pool.take("out", (m * T, D)) if need_dx else S.scratch("no_dx", (m * T, D))
         with _dynamic(n_chunks):
             block_backward(cache.x, P, self.offsets(layer), H, n_chunks, sub, only0, grad.reshape(m * T, D),
                            cache.x1, cache.stats, cache.qkv, cache.att, cache.y, cache.h, cache.hg, dx, G,
@@ -741,7 +713,7 @@ class PatchOp:
         m = len(a)
         T, D = layer.out_shape
         K = layer.in_shape[0] * layer.patch ** 2
-        out, cols = self.pool.get((m, T, D)), self.pool.get((m * (T - 1), K))
+        out, cols = self.pool.take("out", (m, T, D)), self.pool.take("out", (m * (T - 1), K))
         n_chunks = _n_chunks(m)
         with _dynamic(n_chunks):
             patch_forward(a, _params_flat(p), layer.patch, n_chunks, out, cols,
@@ -782,7 +754,7 @@ class ClassTokenOp:
             return layer.backward(p, cache, grad, g, need_dx)
         ln, shape = cache
         d0, g["gamma"][...], g["beta"][...] = layernorm_backward(grad, ln, p["gamma"])
-        dx = self.pool.get(shape)
+        dx = self.pool.take("out", shape)
         dx[:, 1:] = 0
         dx[:, 0] = d0
         return dx

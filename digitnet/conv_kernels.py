@@ -619,21 +619,24 @@ class _Buffers:
     arrays that live within one kernel call (``scratch``) are simply kept.
     """
 
-    PER_KEY = 8                       # arrays alive at once per (name, shape, dtype)
-
-    def __init__(self):
+    def __init__(self, per_key: int = 8):
+        self.per_key = per_key         # arrays alive at once per (name, shape, dtype)
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._scratch: dict[tuple, np.ndarray] = {}
 
     def take(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
         """An array of ``shape`` that nobody else holds now (contents undefined)."""
         key = (name, shape, np.dtype(dtype).str)
-        kept = self._free.setdefault(key, [])
+        kept = self._free.get(key)
+        if kept is None:
+            if len(self._free) > 64:             # last batches bring new shapes: keep it bounded
+                self._free.clear()
+            kept = self._free[key] = []
         for buf in kept:
             if sys.getrefcount(buf) <= 3:       # the list, ``buf`` and getrefcount's argument
                 return buf
         buf = np.empty(shape, dtype)
-        if len(kept) < self.PER_KEY:
+        if len(kept) < self.per_key:
             kept.append(buf)
         return buf
 

@@ -170,10 +170,10 @@ def test_two_forwards_before_a_backward_keep_both_caches():
     for name in g_ref:
         assert_close(g[name], g_ref[name], name)
     # once nothing holds them, the next forward takes the buffers back
-    before = {id(b) for bufs in op.pool._bufs.values() for b in bufs}
+    before = {id(b) for bufs in op.pool._free.values() for b in bufs}
     del out1, cache1, out2, cache2, dx
     op.forward(layer, p, x1)
-    assert {id(b) for bufs in op.pool._bufs.values() for b in bufs} == before
+    assert {id(b) for bufs in op.pool._free.values() for b in bufs} == before
 
 
 def test_other_dtypes_and_numpy_caches_go_to_the_numpy_layer():
