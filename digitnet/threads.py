@@ -36,9 +36,9 @@ def cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def parse(value: str | int | None) -> int | None:
-    """``--threads``: "auto" (or None) → None, a positive whole number → that number; anything
-    else is a UsageError naming it."""
+def parse(value: str | int | None, what: str = "--threads") -> int | None:
+    """``--threads`` (or ``what``, e.g. an environment variable): "auto" (or None) → None, a
+    positive whole number → that number; anything else is a UsageError naming it."""
     if value is None:
         return None
     text = str(value).strip().lower()
@@ -49,7 +49,7 @@ def parse(value: str | int | None) -> int | None:
     except ValueError:
         n = 0
     if n < 1 or str(n) != text.lstrip("+"):
-        raise UsageError(f"--threads must be auto or a whole number ≥ 1, not {value!r}")
+        raise UsageError(f"{what} must be auto or a whole number ≥ 1, not {value!r}")
     return n
 
 
@@ -231,7 +231,7 @@ def inference() -> Governor:
     global _INFERENCE
     with _INFERENCE_LOCK:
         if _INFERENCE is None:
-            _INFERENCE = Governor(BlasThreads(), pinned=parse(os.environ.get("DIGITNET_THREADS") or None),
+            _INFERENCE = Governor(BlasThreads(), pinned=parse(os.environ.get("DIGITNET_THREADS") or None, "DIGITNET_THREADS"),
                                   window=0.1)
         return _INFERENCE
 

@@ -186,3 +186,13 @@ def test_a_free_core_at_the_start_means_all_cores_after_the_first_stretch():
     busy = Machine(lambda n, t: 100_000 * (1.8 if n == 2 else 1.0), neighbours=lambda t: 1)
     busy.run(governor(busy), 100_000)
     assert busy.applied[:3] == [1, 1, 1]
+
+
+def test_a_bad_digitnet_threads_is_named_in_one_line(tmp_path):
+    """DIGITNET_THREADS pins batched inference; a bad value is refused naming the variable."""
+    import cli_helpers
+
+    r = cli_helpers.run(["evaluate"], DIGITNET_THREADS="x")
+    assert r.returncode != 0
+    assert r.stderr.decode().strip().splitlines() == [
+        "digitnet: error: DIGITNET_THREADS must be auto or a whole number ≥ 1, not 'x'"]
