@@ -166,8 +166,8 @@ class Governor:
         if self.pinned or self.high == 1:
             return
         if n != self._last:               # a change: its first stretches wake (or start) threads
-            self._last = n
-            self._settle = 2 if n > 1 and self.warm else 1
+            self._last = n                # (the warm-up measures idle cores, not speed: no settling)
+            self._settle = (2 if n > 1 else 1) if self.warm else 0
             self._samples = self._seconds = 0.0
         if self._settle:
             self._settle -= 1
@@ -179,13 +179,13 @@ class Governor:
         rate = self._samples / self._seconds
         self._samples = self._seconds = 0.0
         self.log.append((self.clock(), n, rate, "trial" if self.trying else "window" if self.warm else "warm-up"))
-        self.rates[n] = rate
         idle = self.idle()                # idle cores over this window
         if not self.warm:                 # compilation and cold caches: not a measurement of speed,
             self.warm = True              # but of the machine: a free core means all cores go first
             if idle is not None and idle >= 0.5:
                 self.current = self.high
             return
+        self.rates[n] = rate
         if self.trying is not None:
             self._judge(rate)
             return
