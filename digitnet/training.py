@@ -138,6 +138,11 @@ PRESETS: dict[str, TrainConfig] = {
     # Two convolutional layers (Nielsen ch. 6, the Keras/PyTorch MNIST examples' shape).
     "cnn": TrainConfig(layers="conv32x5,pool2,conv64x5,pool2,dense256,dropout0.5", hidden=(), epochs=30,
                        batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
+    # The same with each 5×5 convolution replaced by two 3×3 ones (as VGG does: the same reach,
+    # a ReLU between, fewer weights): about twice the work of `cnn` and its best digit reader.
+    # Measured on embedded+fonts (2,000 test digits): x30 99.35% (cnn: 99.10-99.20%).
+    "vgg": TrainConfig(layers="conv32x3,conv32x3,pool2,conv64x3,conv64x3,pool2,dense256,dropout0.5", hidden=(),
+                       epochs=30, batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # The best dense network in about a minute on two cores: 784-512-256-10 ReLU, softmax and
     # cross-entropy, momentum SGD with a cosine schedule, L2, augmentation; 100 epochs.
     # Measured on embedded+fonts: 784-256-128 x30 98.35%, 512-256 x60 98.55-98.85%,

@@ -91,7 +91,8 @@ def test_clothing_is_augmented_with_the_objects_profile(tiny, monkeypatch):
     for mats, thickness in warps:
         assert not thickness.any()                                          # strokes unchanged
         assert not mats[:, 0, 1].any() and not mats[:, 1, 0].any()          # no rotation, no shear
-        assert np.all(np.abs(mats[:, [0, 1], [0, 1]] - 1) < 0.1)             # resized by at most ±6% (×aspect ±3%)
+        assert np.all(np.abs(np.abs(mats[:, [0, 1], [0, 1]]) - 1) < 0.1)     # resized by at most ±6% (×aspect ±3%)
+        assert 0.4 < np.mean(mats[:, 0, 0] < 0) < 0.6                        # and about half mirrored
         assert np.abs(mats[:, :, 2]).max() > 1                               # but moved
     warps.clear()
     train(tiny, cfg)                                                         # the same images, as digits
@@ -138,6 +139,11 @@ def test_presets_are_the_networks_they_name():
     cnn = PRESETS["cnn"].build((28, 28), 10)
     assert [l.describe() for l in cnn.layers] == ["conv32x5", "relu", "pool2", "conv64x5", "relu", "pool2", "flatten",
                                                    "dense256", "relu", "dropout0.5", "dense10", "softmax"]
+    vgg = PRESETS["vgg"].build((28, 28), 10)
+    assert vgg.shapes[1:12] == [(32, 26, 26)] * 2 + [(32, 24, 24)] * 2 + [(32, 12, 12)] + [(64, 10, 10)] * 2 + \
+        [(64, 8, 8)] * 2 + [(64, 4, 4), (1024,)]
+    assert vgg.n_params == 329_962
+    assert [l.describe() for l in vgg.layers if l.describe().startswith("conv")] == ["conv32x3"] * 2 + ["conv64x3"] * 2
     mlp = PRESETS["mlp"].build((28, 28), 10)
     assert mlp.mlp() == ((784, 512, 256, 10), "relu", "softmax")
 
