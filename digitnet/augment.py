@@ -22,13 +22,16 @@ class AugmentRange:
     thinner: float = 0.1
     bolder: float = 0.2
     much_bolder: float = 0.15
+    flip: float = 0.0            # probability of a left-right mirror image
 
 
 # What varies depends on what the images are: pen strokes rotate, slant and change weight;
-# photographed objects (Fashion-MNIST) are upright and filled, so they only move and resize.
+# photographed objects (Fashion-MNIST) are upright and filled, so they only move and resize, and
+# a shirt or a shoe mirrored left-right is still one (a mirrored 2 is not a 2).
 PROFILES: dict[str, AugmentRange] = {
     "handwriting": AugmentRange(),
-    "objects": AugmentRange(rotate=0.0, scale=0.06, shear=0.0, shift=2.0, thinner=0.0, bolder=0.0, much_bolder=0.0),
+    "objects": AugmentRange(rotate=0.0, scale=0.06, shear=0.0, shift=2.0, thinner=0.0, bolder=0.0, much_bolder=0.0,
+                            flip=0.5),
 }
 
 
@@ -54,6 +57,9 @@ def draw_transforms(rng: np.random.Generator, n: int, r: AugmentRange = AugmentR
     u = rng.random(n)
     edges = np.cumsum([r.thinner, r.bolder, r.much_bolder])
     thickness = np.array([-1, 1, 2, 0], np.int8)[np.searchsorted(edges, u, side="right")]
+    if r.flip > 0:                # drawn only then: handwriting keeps its random stream (and its bits)
+        mirror = rng.random(n) < r.flip
+        mats[mirror, :, 0] *= -1  # read the source at -x: the mirror image, then the same warp
     return mats, thickness
 
 

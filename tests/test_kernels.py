@@ -182,3 +182,26 @@ def test_drawn_transforms_are_invertible_and_bounded():
     dets = np.linalg.det(mats[:, :, :2].astype(np.float64))
     assert np.all(dets > 0.5) and np.all(dets < 2.0)
     assert set(np.unique(thick)) == {-1, 0, 1, 2}
+
+
+def test_objects_are_mirrored_about_half_the_time_and_digits_never():
+    """A mirrored shoe is a shoe, a mirrored 2 is not a 2: the objects profile flips left-right
+    (a negative determinant) with probability 0.5, and handwriting never; adding the flip left
+    handwriting's random stream (so its training runs) as it was."""
+    from digitnet.augment import PROFILES
+
+    mats, _ = draw_transforms(np.random.default_rng(0), 2000, PROFILES["objects"])
+    mirrored = np.linalg.det(mats[:, :, :2].astype(np.float64)) < 0
+    assert 0.45 < mirrored.mean() < 0.55
+    rng = np.random.default_rng(3)
+    digits, _ = draw_transforms(rng, 500, PROFILES["handwriting"])
+    assert np.all(np.linalg.det(digits[:, :, :2].astype(np.float64)) > 0)
+    assert rng.random() == np.random.default_rng(3).random(500 * 7 + 1)[-1]   # 7 draws per image, no more
+
+
+def test_a_mirrored_image_is_the_original_read_right_to_left():
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 5, 3] = 255
+    still = AugmentRange(rotate=0, scale=0, shear=0, shift=0, thinner=0, bolder=0, much_bolder=0, flip=1.0)
+    out = augment(img, np.random.default_rng(0), still).reshape(28, 28)
+    assert np.array_equal(np.argwhere(out > 0.5), [[5, 24]])
