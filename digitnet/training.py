@@ -138,7 +138,12 @@ PRESETS: dict[str, TrainConfig] = {
     # Two convolutional layers (Nielsen ch. 6, the Keras/PyTorch MNIST examples' shape).
     "cnn": TrainConfig(layers="conv32x5,pool2,conv64x5,pool2,dense256,dropout0.5", hidden=(), epochs=30,
                        batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
-    # The same with each 5×5 convolution replaced by two 3×3 ones (as VGG does: the same reach,
+    # Two convolutional layers of 3×3 (the Keras MNIST example's kernels), the first padded so
+    # the second sees 14×14: about cnn's work, and better on clothes. Measured: embedded+fonts
+    # x30 99.30%; Fashion-MNIST x30 --no-augment --val-split 0 --l2 5e-4 93.05% (cnn: 91.86%).
+    "cnn3": TrainConfig(layers="conv32x3p1,pool2,conv64x3,pool2,dense256,dropout0.5", hidden=(), epochs=30,
+                        batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
+    # The cnn with each 5×5 convolution replaced by two 3×3 ones (as VGG does: the same reach,
     # a ReLU between, fewer weights): about twice the work of `cnn` and its best digit reader.
     # Measured on embedded+fonts (2,000 test digits): x30 99.35% (cnn: 99.10-99.20%).
     "vgg": TrainConfig(layers="conv32x3,conv32x3,pool2,conv64x3,conv64x3,pool2,dense256,dropout0.5", hidden=(),

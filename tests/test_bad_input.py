@@ -524,7 +524,7 @@ ROWS = [
     R("--hidden 99999999999", f"{TRAIN} --hidden 99999999999", 2, "at most 65,536", "--hidden"),
     R("--activation swish", f"{TRAIN} --activation swish", 2, ("'swish'", "sigmoid, relu, tanh"), "--activation"),
     R("--cost hinge", f"{TRAIN} --cost hinge", 2, ("'hinge'", "quadratic, cross-entropy"), "--cost"),
-    R("--preset huge", f"{TRAIN} --preset huge", 2, ("'huge'", "choose one of: 3b1b, nielsen, lenet, cnn, vgg, mlp", "default"), "--preset"),
+    R("--preset huge", f"{TRAIN} --preset huge", 2, ("'huge'", "choose one of: 3b1b, nielsen, lenet, cnn, cnn3, vgg, mlp", "default"), "--preset"),
     R("--layers unknown token", f"{TRAIN} --layers conv8x5,lstm8", 2, "'lstm8' is not a layer", "--layers"),
     R("--layers conv after dense", f"{TRAIN} --layers dense16,conv8x3", 2, ("'conv8x3'", "after a dense layer"),
       "--layers"),

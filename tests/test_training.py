@@ -139,6 +139,8 @@ def test_presets_are_the_networks_they_name():
     cnn = PRESETS["cnn"].build((28, 28), 10)
     assert [l.describe() for l in cnn.layers] == ["conv32x5", "relu", "pool2", "conv64x5", "relu", "pool2", "flatten",
                                                    "dense256", "relu", "dropout0.5", "dense10", "softmax"]
+    cnn3 = PRESETS["cnn3"].build((28, 28), 10)
+    assert cnn3.shapes[1:8] == [(32, 28, 28)] * 2 + [(32, 14, 14)] + [(64, 12, 12)] * 2 + [(64, 6, 6), (2304,)]
     vgg = PRESETS["vgg"].build((28, 28), 10)
     assert vgg.shapes[1:12] == [(32, 26, 26)] * 2 + [(32, 24, 24)] * 2 + [(32, 12, 12)] + [(64, 10, 10)] * 2 + \
         [(64, 8, 8)] * 2 + [(64, 4, 4), (1024,)]
