@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from contextlib import contextmanager
 
 import numpy as np

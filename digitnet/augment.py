@@ -59,7 +59,7 @@ def draw_transforms(rng: np.random.Generator, n: int, r: AugmentRange = AugmentR
     thickness = np.array([-1, 1, 2, 0], np.int8)[np.searchsorted(edges, u, side="right")]
     if r.flip > 0:                # drawn only then: handwriting keeps its random stream (and its bits)
         mirror = rng.random(n) < r.flip
-        mats[mirror, :, 0] *= -1  # read the source at -x: the mirror image, then the same warp
+        mats[mirror, :, 0] *= -1  # out(x, y) = warped(-x, y): the warped image, mirrored
     return mats, thickness
 
 

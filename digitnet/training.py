@@ -140,12 +140,13 @@ PRESETS: dict[str, TrainConfig] = {
                        batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # Two convolutional layers of 3×3 (the Keras MNIST example's kernels), the first padded so
     # the second sees 14×14: about cnn's work, and better on clothes. Measured: embedded+fonts
-    # x30 99.30%; Fashion-MNIST x30 --no-augment --val-split 0 --l2 5e-4 93.05% (cnn: 91.86%).
+    # x30 99.30% (--threads 1), 99.20% (auto); Fashion-MNIST --no-augment --val-split 0
+    # --l2 5e-4 x30 93.04-93.05%, x26 92.91% in 518 s (cnn x30: 91.86%).
     "cnn3": TrainConfig(layers="conv32x3p1,pool2,conv64x3,pool2,dense256,dropout0.5", hidden=(), epochs=30,
                         batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # The cnn with each 5×5 convolution replaced by two 3×3 ones (as VGG does: the same reach,
-    # a ReLU between, fewer weights): about twice the work of `cnn` and its best digit reader.
-    # Measured on embedded+fonts (2,000 test digits): x30 99.35% (cnn: 99.10-99.20%).
+    # a ReLU between): about twice the work of `cnn`. Measured on embedded+fonts (2,000 test
+    # digits): x30 99.35% (--threads 1), 99.10% (auto, 246 s); cnn: 99.10-99.20%.
     "vgg": TrainConfig(layers="conv32x3,conv32x3,pool2,conv64x3,conv64x3,pool2,dense256,dropout0.5", hidden=(),
                        epochs=30, batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # The best dense network in about a minute on two cores: 784-512-256-10 ReLU, softmax and
