@@ -346,18 +346,25 @@ class _MLPKernel:
 
 
 class _LayerSteps:
-    """A chunk of mini-batches through the network's own chain rule, one batch at a time,
-    with compiled stand-ins for the heavy layers, and the optimizer's step after each."""
+    """A chunk of mini-batches, one batch at a time, and the optimizer's step after each: the
+    whole step in one compiled call when ``stack_kernels`` takes the network (conv nets),
+    else the network's own chain rule with compiled stand-ins for the heavy layers."""
 
     def __init__(self, net: Network, optimizer, bs: int, fast: dict | None):
+        from digitnet.stack_kernels import StackStep
+
         self.net, self.optimizer, self.bs, self.fast = net, optimizer, bs, fast
         self.g = np.zeros_like(net.params)
+        self.fused = StackStep(net) if fast is not None and StackStep.fits(net) else None
 
     def run(self, x, labels, order, first, last, lr, stats, rng):
         for batch in range(first, last):
             rows = order[batch * self.bs:(batch + 1) * self.bs]
             y = labels[rows]
-            cost, g, a_L = self.net.cost_and_gradient(x[rows], y, True, rng, self.g, self.fast)
+            if self.fused is not None:
+                cost, g, a_L = self.fused.cost_and_gradient(x[rows], y, rng, self.g)
+            else:
+                cost, g, a_L = self.net.cost_and_gradient(x[rows], y, True, rng, self.g, self.fast)
             self.optimizer.step(self.net.params, g, lr)
             stats[0] += cost * len(rows)
             stats[1] += int((a_L.argmax(axis=1) == y).sum())

@@ -1,0 +1,193 @@
+"""digitnet.stack_kernels: the fused training step against the NumPy chain rule of
+``Network.cost_and_gradient`` (the reference), on networks that hold every layer it takes
+(padded and strided convs, pooling that crops, dropout before and after the learned layers,
+dense layers), at one and two threads, for batches smaller than, equal to and larger than
+the thread count; what it refuses; and that training takes it for conv nets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from digitnet import stack_kernels
+from digitnet.conv_kernels import set_threads
+from digitnet.nn.layers import Activation, Conv, Dense, Dropout, Flatten, MaxPool
+from digitnet.nn.network import Network
+from digitnet.stack_kernels import StackStep
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thr")
+def threads(request):
+    """numba's thread count for the test (2: the parallel entry point), restored after."""
+    import numba
+
+    before = numba.get_num_threads()
+    yield set_threads(request.param)
+    numba.set_num_threads(before)
+
+
+def conv_net(seed=0):
+    """Every layer the fused step takes: conv with padding, ReLU, pooling that crops, a
+    strided conv, flatten, dropout, dense layers and a softmax output."""
+    layers = [Conv(4, 3, 1, 1), Activation("relu"), MaxPool(2), Conv(5, 3, 2, 1), Activation("relu"),
+              MaxPool(2, 1), Flatten(), Dropout(0.3), Dense(7), Activation("relu"), Dense(3), Activation("softmax")]
+    return Network.init(layers, (2, 11, 11), "cross-entropy", seed=seed)
+
+
+def dropout_first_net(seed=0):
+    """Dropout below the first learned layer (backward must stop above it), and a 1×1 conv."""
+    layers = [Dropout(0.2), Conv(3, 1), Activation("relu"), Flatten(), Dense(4), Activation("softmax")]
+    return Network.init(layers, (1, 5, 6), "cross-entropy", seed=seed)
+
+
+def lenet5(seed=0):
+    layers = [Conv(6, 5, 1, 2), Activation("relu"), MaxPool(2), Conv(16, 5), Activation("relu"), MaxPool(2),
+              Flatten(), Dense(120), Activation("relu"), Dense(84), Activation("relu"), Dense(10),
+              Activation("softmax")]
+    return Network.init(layers, (1, 28, 28), "cross-entropy", seed=seed)
+
+
+def _batch(net, m, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((m, net.n_inputs), dtype=np.float32)
+    return x, rng.integers(0, net.n_outputs, m)
+
+
+@pytest.mark.parametrize("make", [conv_net, dropout_first_net, lenet5], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("m", [1, 2, 13, 64])
+def test_step_matches_the_numpy_chain_rule(make, m, threads):
+    net = make()
+    x, labels = _batch(net, m, m)
+    c0, g0, a0 = net.cost_and_gradient(x, labels, True, np.random.default_rng(9))
+    g1 = np.full_like(net.params, 5.0)                  # junk: the step must write, not add
+    c1, g1, a1 = StackStep(net).cost_and_gradient(x, labels, np.random.default_rng(9), g1)
+    assert c1 == pytest.approx(c0, rel=1e-5)
+    np.testing.assert_allclose(a1, a0, rtol=1e-5, atol=1e-6)
+    assert np.abs(g0).max() > 0
+    np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-5 * np.abs(g0).max())
+
+
+def test_dropout_masks_are_the_numpy_layers_draw(threads):
+    """Same generator, same masks: the generator is left where the NumPy path leaves it."""
+    net = conv_net(seed=2)
+    x, labels = _batch(net, 9, 1)
+    r0, r1 = np.random.default_rng(5), np.random.default_rng(5)
+    net.cost_and_gradient(x, labels, True, r0)
+    StackStep(net).cost_and_gradient(x, labels, r1)
+    assert r0.random() == r1.random()
+
+
+def test_batch_sizes_and_thread_counts_change_between_calls():
+    """The plan follows the batch size (a short last batch) and the thread count (the
+    governor moves it between chunks); each call answers for its own batch."""
+    net = conv_net(seed=1)
+    step = StackStep(net)
+    for threads, m in [(2, 13), (1, 13), (2, 5), (2, 13), (1, 1)]:
+        set_threads(threads)
+        x, labels = _batch(net, m, 100 + m + threads)
+        _, g0, a0 = net.cost_and_gradient(x, labels, True, np.random.default_rng(3))
+        _, g1, a1 = step.cost_and_gradient(x, labels, np.random.default_rng(3))
+        assert a1.shape == (m, 3)
+        np.testing.assert_allclose(a1, a0, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-5 * np.abs(g0).max())
+
+
+def test_same_thread_count_gives_the_same_bits():
+    net = lenet5(seed=4)
+    x, labels = _batch(net, 32, 7)
+    outs = []
+    for _ in range(2):
+        set_threads(2)
+        outs.append(StackStep(net).cost_and_gradient(x, labels, np.random.default_rng(1))[1].copy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_what_it_does_not_take_goes_elsewhere():
+    base = conv_net()
+    assert StackStep.fits(base)
+    sigmoid = Network.init([Flatten(), Dense(5), Activation("sigmoid"), Dense(3), Activation("softmax")], (4,))
+    quadratic = Network.init([Flatten(), Dense(3), Activation("sigmoid")], (4,), "quadratic")
+    assert not StackStep.fits(sigmoid)
+    assert not StackStep.fits(quadratic)
+    assert not StackStep.fits(base.astype(np.float64))
+
+
+def test_labels_outside_the_classes_are_refused():
+    net = conv_net()
+    x, _ = _batch(net, 3, 0)
+    with pytest.raises(ValueError, match="labels"):
+        StackStep(net).cost_and_gradient(x, np.array([0, 3, 1]), np.random.default_rng(0))
+
+
+def test_training_takes_the_fused_step_for_conv_nets(monkeypatch):
+    """A conv net trains through StackStep (and lands where the per-layer path lands)."""
+    from digitnet import training
+    from digitnet.datasets import Dataset
+
+    calls = []
+    real = StackStep.cost_and_gradient
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (96, 8, 8), dtype=np.uint8)
+    labels = rng.integers(0, 3, 96).astype(np.int64)
+    ds = Dataset("toy", images, labels, images[:16], labels[:16])
+    config = training.TrainConfig(layers="conv4x3,pool2,dense8", epochs=2, batch_size=16, lr=0.05, momentum=0.9,
+                                  val_split=0.0, augment=False, seed=3, schedule="constant")
+    set_threads(2)
+    monkeypatch.setattr(StackStep, "cost_and_gradient", counted)
+    fused = training.train(ds, config).network
+    assert len(calls) == 12
+    monkeypatch.setattr(StackStep, "fits", staticmethod(lambda net: False))
+    per_layer = training.train(ds, config).network
+    assert len(calls) == 12
+    np.testing.assert_allclose(fused.params, per_layer.params, rtol=1e-4, atol=1e-5)
+
+
+_SUBPROCESS = (
+    "import sys, numpy as np\n"
+    "sys.path.insert(0, %r)\n"
+    "from test_stack_kernels import conv_net\n"
+    "from digitnet.conv_kernels import set_threads\n"
+    "from digitnet.stack_kernels import StackStep\n"
+    "set_threads(2)\n"
+    "net = conv_net(seed=1)\n"
+    "rng = np.random.default_rng(4)\n"
+    "x = rng.random((6, 242)).astype(np.float32); y = rng.integers(0, 3, 6)\n"
+    "c, g, a = StackStep(net).cost_and_gradient(x, y, np.random.default_rng(2))\n"
+    "np.save(sys.argv[1], np.concatenate([[c], g, a.ravel()]))\n"
+) % HERE
+
+
+def test_jit_and_pure_python_agree(tmp_path):
+    """NUMBA_DISABLE_JIT=1 runs the kernels as plain Python: the results must match."""
+    outs = []
+    for jit in ("0", "1"):
+        path = tmp_path / f"out{jit}.npy"
+        r = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(path)], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "NUMBA_DISABLE_JIT": jit})
+        assert r.returncode == 0, r.stderr
+        outs.append(np.load(path))
+    assert np.abs(outs[0]).max() > 0
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-7)
+
+
+def test_the_plan_never_lets_two_threads_share_gradient_rows():
+    """Rows of a thread's chunk, for layers of any width, stay inside its own share of the
+    shared gradient buffers (the bug this guards against: wide and narrow layers' rows of
+    two threads overlapping)."""
+    m, stride = 10, 7
+    buf = np.arange(m * stride, dtype=np.float32)
+    for n in (1, 3, 7):
+        for lo, hi in ((0, 5), (5, 10)):
+            rows = stack_kernels._rows(buf, m, n, lo)[lo:hi]
+            assert rows.min() >= lo * stride and rows.max() < hi * stride
