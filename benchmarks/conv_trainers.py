@@ -1,9 +1,10 @@
 """Convolutional workloads for ``make bench``: one epoch of mini-batch SGD three ways, on the
 same data, the same starting weights and the same update rule.
 
-* ``digitnet``: the layer stack with the compiled stand-ins, ``Network.cost_and_gradient(...,
-  fast=conv_kernels.FAST)`` and ``nn.optim.SGD.step`` per batch: the loop ``training.train``
-  runs for a network that is not a plain dense stack. Set ``VIA_TRAINING = True`` to time
+* ``digitnet``: the step ``training.train`` takes for these networks, the fused
+  ``stack_kernels.StackStep`` (the whole stack in one compiled call a batch; the per-layer
+  stand-ins ``Network.cost_and_gradient(..., fast=conv_kernels.FAST)`` for a network it
+  does not take), and ``nn.optim.SGD.step`` per batch. Set ``VIA_TRAINING = True`` to time
   ``training.train`` itself instead (one epoch, augmentation and validation off, its own
   per-epoch clock), once it takes the conv layers end to end.
 * ``numpy``: the same network without ``fast``: the NumPy layers of ``digitnet.nn`` (the
@@ -87,8 +88,10 @@ def _sgd_epoch(w: ConvWorkload, net, x, labels, order, fast, time_limit: float) 
     """(seconds, samples) of one epoch of cost_and_gradient + SGD.step over ``order``; cut
     short after ``time_limit`` seconds (checked every ~4096 samples)."""
     from digitnet.nn.optim import SGD
+    from digitnet.stack_kernels import StackStep
 
     opt = SGD(net.n_params, w.momentum, w.l2, net.decay_mask())
+    fused = StackStep(net) if fast is not None and StackStep.fits(net) else None   # as training takes it
     g = np.zeros_like(net.params)
     rng = np.random.default_rng(0)
     bs = w.batch_size
@@ -99,7 +102,10 @@ def _sgd_epoch(w: ConvWorkload, net, x, labels, order, fast, time_limit: float) 
             done = start
             break
         rows = order[start:start + bs]
-        _, g, _ = net.cost_and_gradient(x[rows], labels[rows], True, rng, g, fast=fast)
+        if fused is not None:
+            _, g, _ = fused.cost_and_gradient(x[rows], labels[rows], rng, g)
+        else:
+            _, g, _ = net.cost_and_gradient(x[rows], labels[rows], True, rng, g, fast=fast)
         opt.step(net.params, g, w.lr)
     return time.perf_counter() - t0, done
 
@@ -119,8 +125,7 @@ def digitnet_epoch(w: ConvWorkload, dataset, x, labels, order, threads: int,
     with threadpool_limits(limits=threads, user_api="blas"):
         # load (or compile) the kernels and size the work buffers before the clock starts
         warm = net.copy()
-        warm.cost_and_gradient(x[order[:w.batch_size]], labels[order[:w.batch_size]], True,
-                               np.random.default_rng(0), fast=conv_kernels.FAST)
+        _sgd_epoch(w, warm, x, labels, order[:2 * w.batch_size], conv_kernels.FAST, time_limit)
         seconds, done = _sgd_epoch(w, net, x, labels, order, conv_kernels.FAST, time_limit)
     return seconds, done, (net if done == len(order) else None)
 

@@ -44,12 +44,18 @@ from digitnet.kernels import NO_TRANS, ROW_MAJOR, TRANS, _find_cblas_sgemm, _sge
 import numba  # noqa: E402  (after digitnet.kernels has pointed numba at its cache directory)
 from numba import njit, prange  # noqa: E402
 
-# numba's own thread pool rather than OpenMP's: between kernels OpenMP's threads spin, and on
-# 2 cores they then fight OpenBLAS's threads and the Python thread for the cores (LeNet-5,
-# batch 32, 2 threads: 190 samples/s with the OpenMP layer, 5,700 with this one, same run).
-# Its limit: one Python thread at a time may launch parallel kernels (training has one).
-if not os.environ.get("NUMBA_THREADING_LAYER"):
-    numba.config.THREADING_LAYER = "workqueue"
+# OpenMP's thread pool first, numba's own (workqueue) where no OpenMP runtime loads. A
+# workqueue launch wakes sleeping workers: 70-90 µs a launch on this VM, against 1-2 µs for
+# OpenMP's, whose workers spin a moment after each kernel before they sleep (LeNet-5 at batch
+# 32, 2 threads, fused step: 19.8k samples/s with workqueue, 25.4k with OpenMP; the
+# transformer at batch 128 1.48x PyTorch with workqueue, 1.95x with OpenMP, same machine).
+# The spinning is harmless only while nothing else wants the cores between kernels: every
+# product inside a parallel kernel runs on OpenBLAS held to one thread (``_blas_one_thread``),
+# so OpenBLAS's own pool never spins beside OpenMP's (with the layers called one by one and
+# NumPy's BLAS between them, it did: 190 samples/s). An explicit NUMBA_THREADING_LAYER wins.
+if not os.environ.get("NUMBA_THREADING_LAYER") and not os.environ.get("NUMBA_THREADING_LAYER_PRIORITY"):
+    numba.config.THREADING_LAYER = "default"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 
 def set_threads(n: int) -> int:
