@@ -59,7 +59,18 @@ t2 = time.perf_counter()
 kernels.warp_images(np.zeros((2, 28, 28), np.uint8), np.zeros((2, 2, 3), np.float32), np.zeros(2, np.int8),
                     np.zeros((2, 784), np.float32))
 t3 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "train_batches": t2 - t1, "warp_images": t3 - t2, "total": t3 - t0}))
+from digitnet import conv_kernels
+from digitnet.nn.layers import Activation, Conv, Dense, Flatten, MaxPool
+from digitnet.stack_kernels import StackStep
+cnet = Network.init([Conv(4, 5), Activation("relu"), MaxPool(2), Flatten(), Dense(10), Activation("softmax")],
+                    (1, 28, 28), "cross-entropy", seed=0)
+step = StackStep(cnet)
+for n in (1, 2):                     # the serial and the parallel entry point, as training's auto takes both
+    conv_kernels.set_threads(n)
+    step.cost_and_gradient(np.zeros((4, 784), np.float32), np.zeros(4, np.int64), np.random.default_rng(0))
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "train_batches": t2 - t1, "warp_images": t3 - t2, "conv_step": t4 - t3,
+                  "total": t4 - t0}))
 """
 
 

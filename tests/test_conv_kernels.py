@@ -8,11 +8,10 @@ as plain Python (NUMBA_DISABLE_JIT=1) agreeing with the compiled ones."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from jit_helpers import compiled_and_pure_python
 
 from digitnet import conv_kernels
 from digitnet.conv_kernels import FAST, set_threads
@@ -247,15 +246,9 @@ _SUBPROCESS = (
 
 def test_jit_and_pure_python_agree(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the kernels as plain Python: the results must match the compiled ones."""
-    outs = []
-    for jit in ("0", "1"):
-        path = tmp_path / f"out{jit}.npy"
-        r = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(path)], capture_output=True, text=True,
-                           timeout=600, env={**os.environ, "NUMBA_DISABLE_JIT": jit})
-        assert r.returncode == 0, r.stderr
-        outs.append(np.load(path))
-    assert np.abs(outs[0]).max() > 0
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-7)
+    compiled, python = compiled_and_pure_python(_SUBPROCESS, tmp_path)
+    assert np.abs(compiled).max() > 0
+    np.testing.assert_allclose(compiled, python, rtol=1e-5, atol=1e-7)
 
 
 def test_reused_buffers_never_overwrite_what_a_caller_still_holds():

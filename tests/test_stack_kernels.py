@@ -7,11 +7,10 @@ the thread count; what it refuses; and that training takes it for conv nets."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from jit_helpers import compiled_and_pure_python
 
 from digitnet import stack_kernels
 from digitnet.conv_kernels import set_threads
@@ -170,15 +169,9 @@ _SUBPROCESS = (
 
 def test_jit_and_pure_python_agree(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the kernels as plain Python: the results must match."""
-    outs = []
-    for jit in ("0", "1"):
-        path = tmp_path / f"out{jit}.npy"
-        r = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(path)], capture_output=True, text=True,
-                           timeout=600, env={**os.environ, "NUMBA_DISABLE_JIT": jit})
-        assert r.returncode == 0, r.stderr
-        outs.append(np.load(path))
-    assert np.abs(outs[0]).max() > 0
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-7)
+    compiled, python = compiled_and_pure_python(_SUBPROCESS, tmp_path)
+    assert np.abs(compiled).max() > 0
+    np.testing.assert_allclose(compiled, python, rtol=1e-5, atol=1e-7)
 
 
 def test_the_plan_never_lets_two_threads_share_gradient_rows():
