@@ -302,7 +302,7 @@ def table(result: dict) -> str:
     return "\n".join([
         f"Convolutional networks, samples/s (one epoch of {rows[0]['samples']} Fashion-MNIST images, median of "
         f"{len(rows[0]['seconds']['digitnet'])}, float32, {t} threads; relu, softmax/cross-entropy, SGD momentum "
-        f"0.9; digitnet = the layer stack with `conv_kernels.FAST`, NumPy = the same layers without it). "
+        f"0.9; digitnet = the fused training step of `stack_kernels`, as `train` takes it; NumPy = the NumPy layers of `digitnet.nn`). "
         f"GFLOP/s = 6 × forward multiply-adds × samples/s; sgemm peak here: {peak:.0f} GFLOP/s "
         f"(2048³, {t} threads). † cut short by the time limit.",
         "", *lines])

@@ -51,10 +51,11 @@ def _rows(buf, m, n, lo):
 
 
 @njit(cache=True)
-def _forward_chunk(lo, hi, x, labels, params, plan, acts, idx, masks, grads, work, losses):
-    """Samples lo … hi−1 of the batch forward through every layer (their rows of each
-    layer's output in ``acts``), then the softmax's cost per sample (``losses``) and
-    δ_L = (a_L − y)/m into the gradient buffer of the softmax's input."""
+def _forward_chunk(lo, hi, x, labels, batch, params, plan, acts, idx, masks, grads, work, losses):
+    """Samples lo … hi−1 of x forward through every layer (their rows of each layer's
+    output in ``acts``), then the softmax's cost per sample (``losses``) and
+    δ_L = (a_L − y)/batch into the gradient buffer of the softmax's input (batch: the
+    mini-batch's size, of which x may be a piece)."""
     m, n_in = x.shape
     x_flat = x.reshape(x.size)
     for q in range(lo * n_in, hi * n_in):
@@ -105,7 +106,7 @@ def _forward_chunk(lo, hi, x, labels, params, plan, acts, idx, masks, grads, wor
                 y = labels[s]
                 losses[s] = -np.log(max(np.float64(o2[s, y]), 1e-12))
                 for j in range(n_o):
-                    d2[s, j] = (o2[s, j] - (np.float32(1.0) if j == y else np.float32(0.0))) / np.float32(m)
+                    d2[s, j] = (o2[s, j] - (np.float32(1.0) if j == y else np.float32(0.0))) / batch
         # FLATTEN: its output is its input (the plan gives both the same place)
 
 
@@ -197,17 +198,18 @@ def _transpose_weights(params, plan, wt):
 
 
 @njit(cache=True)
-def train_step(x, labels, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses, g):
-    """The gradient of the batch's mean cost into g (laid out like params), on the calling
-    thread; losses (m,) get each sample's cost. The other arrays are the plan's buffers."""
+def train_step(x, labels, batch, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses, g):
+    """The gradient of the mean cost over a mini-batch of ``batch`` samples, of which x
+    (m, n_in) is all or a piece, into g (laid out like params), on the calling thread;
+    losses (m,) get each sample's cost. The other arrays are the plan's buffers."""
     m = x.shape[0]
     _transpose_weights(params, plan, wt)
-    _forward_chunk(0, m, x, labels, params, plan, acts, idx, masks, grads, work[0], losses)
+    _forward_chunk(0, m, x, labels, batch, params, plan, acts, idx, masks, grads, work[0], losses)
     _backward_chunk(0, m, m, params, plan, acts, idx, masks, grads, wt, work[0], pw[0], pb[0], g)
 
 
 @njit(cache=True, parallel=True)
-def train_step_parallel(n_chunks, x, labels, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses,
+def train_step_parallel(n_chunks, x, labels, batch, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses,
                         g, part):
     """``train_step`` with the batch cut into n_chunks, one per thread: chunk 0 sums its
     gradient into g, chunk t > 0 into part[t − 1]; then g += part[0] + part[1] + … in order."""
@@ -215,7 +217,7 @@ def train_step_parallel(n_chunks, x, labels, params, plan, acts, idx, masks, gra
     _transpose_weights(params, plan, wt)
     for t in prange(n_chunks):
         lo, hi = ck._chunk(m, n_chunks, t)
-        _forward_chunk(lo, hi, x, labels, params, plan, acts, idx, masks, grads, work[t], losses)
+        _forward_chunk(lo, hi, x, labels, batch, params, plan, acts, idx, masks, grads, work[t], losses)
         _backward_chunk(lo, hi, m, params, plan, acts, idx, masks, grads, wt, work[t], pw[t], pb[t],
                         g if t == 0 else part[t - 1])
     for t in range(n_chunks - 1):
@@ -299,7 +301,7 @@ class _Plan:
         self.pb = np.zeros((n_chunks, pb), np.float64)
         self.losses = np.zeros(m, np.float64)
         self.part = np.zeros((max(n_chunks - 1, 1), net.n_params), np.float32)
-        self.dropouts = [(layer.rate, int(r[AUX]), m * size[i]) for i, (layer, r) in enumerate(zip(layers, rows))
+        self.dropouts = [(layer.rate, int(r[AUX]), size[i]) for i, (layer, r) in enumerate(zip(layers, rows))
                          if isinstance(layer, Dropout)]
 
 
@@ -337,30 +339,67 @@ class StackStep:
             plan = self._plans[key] = _Plan(self.net, m, n_chunks)
         return plan
 
+    # rows one call takes at most: a larger mini-batch goes through in pieces, so memory stays
+    # bounded whatever --batch-size asks (the cnn net holds ~0.35 MB a sample in flight)
+    PIECE = 512
+
     def cost_and_gradient(self, x: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                           g: np.ndarray | None = None):
         """(mean cost, gradient into g laid out like params, output activations (m, classes))
-        for a training batch x (m, n_in) with integer labels (m,). The output array is reused
-        by the next call."""
+        for a training batch x (m, n_in) with integer labels (m,). The output array may be
+        reused by the next call."""
         net = self.net
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
         labels = np.ascontiguousarray(labels, np.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= net.n_outputs):
             raise ValueError(f"labels must lie in 0 … {net.n_outputs - 1}")
         m = len(x)
-        n_chunks = max(1, min(ck._threads(), m))
-        p = self._plan(m, n_chunks)
-        for rate, at, n in p.dropouts:               # the NumPy layer's draw, in the same order
-            if rate:
-                mask = p.masks[at:at + n]
-                np.greater_equal(rng.random(n, dtype=np.float32), np.float32(rate), out=mask, casting="unsafe")
-                mask *= np.float32(1.0 / (1.0 - rate))
         if g is None:
             g = np.zeros_like(net.params)
-        args = (x, labels, net.params, p.plan, p.acts, p.idx, p.masks, p.grads, p.wt, p.work, p.pw, p.pb, p.losses, g)
-        if n_chunks == 1:
+        if m <= self.PIECE:
+            p = self._plan(m, max(1, min(ck._threads(), m)))
+            for rate, at, n in p.dropouts:           # the NumPy layer's draw, in the same order
+                self._mask(rng, rate, p.masks[at:at + m * n])
+            self._run(x, labels, m, p, g)
+            return float(p.losses.mean()), g, p.probs
+        # in pieces: the masks of the whole batch first (the same draw), then each piece's
+        # gradient (of the whole batch's mean cost) added in piece order
+        masks = [self._mask(rng, layer.rate, np.empty(m * int(np.prod(shape)), np.float32))
+                 for layer, shape in zip(net.layers, net.shapes) if isinstance(layer, Dropout)]
+        probs = np.empty((m, net.n_outputs), np.float32)
+        total, tmp = 0.0, None
+        for s0 in range(0, m, self.PIECE):
+            s1 = min(m, s0 + self.PIECE)
+            p = self._plan(s1 - s0, max(1, min(ck._threads(), s1 - s0)))
+            for (_, at, n), mask in zip(p.dropouts, masks):
+                p.masks[at:at + (s1 - s0) * n] = mask[s0 * n:s1 * n]
+            if s0 == 0:
+                self._run(x[s0:s1], labels[s0:s1], m, p, g)
+            else:
+                tmp = np.empty_like(g) if tmp is None else tmp
+                self._run(x[s0:s1], labels[s0:s1], m, p, tmp)
+                g += tmp
+            probs[s0:s1] = p.probs
+            total += float(p.losses.sum())
+        return total / m, g, probs
+
+    @staticmethod
+    def _mask(rng: np.random.Generator, rate: float, out: np.ndarray) -> np.ndarray:
+        """out = inverted dropout's mask (0, or 1/(1 − rate) with probability 1 − rate), drawn
+        as ``Dropout.forward`` draws it; nothing drawn when rate is 0 (out = 1)."""
+        if not rate:
+            out[:] = 1.0
+            return out
+        np.greater_equal(rng.random(out.size, dtype=np.float32), np.float32(rate), out=out, casting="unsafe")
+        out *= np.float32(1.0 / (1.0 - rate))
+        return out
+
+    def _run(self, x, labels, batch: int, p: _Plan, g: np.ndarray) -> None:
+        """One kernel call: x's gradient share of a batch of ``batch`` samples into g."""
+        args = (x, labels, np.float32(batch), self.net.params, p.plan, p.acts, p.idx, p.masks, p.grads, p.wt, p.work,
+                p.pw, p.pb, p.losses, g)
+        if p.n_chunks == 1:
             train_step(*args)
         else:
-            with ck._blas_one_thread(n_chunks):
-                train_step_parallel(n_chunks, *args, p.part)
-        return float(p.losses.mean()), g, p.probs
+            with ck._blas_one_thread(p.n_chunks):
+                train_step_parallel(p.n_chunks, *args, p.part)

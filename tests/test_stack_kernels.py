@@ -184,3 +184,19 @@ def test_the_plan_never_lets_two_threads_share_gradient_rows():
         for lo, hi in ((0, 5), (5, 10)):
             rows = stack_kernels._rows(buf, m, n, lo)[lo:hi]
             assert rows.min() >= lo * stride and rows.max() < hi * stride
+
+
+@pytest.mark.parametrize("make", [conv_net, dropout_first_net], ids=lambda f: f.__name__)
+def test_a_large_batch_goes_through_in_pieces(make, threads, monkeypatch):
+    """Past PIECE rows the batch is cut (memory stays bounded whatever --batch-size is): the
+    cost, outputs, gradient and the generator's draws are still those of the whole batch."""
+    monkeypatch.setattr(StackStep, "PIECE", 5)
+    net = make(seed=6)
+    x, labels = _batch(net, 13, 2)
+    r0, r1 = np.random.default_rng(8), np.random.default_rng(8)
+    c0, g0, a0 = net.cost_and_gradient(x, labels, True, r0)
+    c1, g1, a1 = StackStep(net).cost_and_gradient(x, labels, r1, np.full_like(net.params, 3.0))
+    assert c1 == pytest.approx(c0, rel=1e-5)
+    np.testing.assert_allclose(a1, a0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-5 * np.abs(g0).max())
+    assert r0.random() == r1.random()
