@@ -7,18 +7,15 @@ as plain Python (NUMBA_DISABLE_JIT=1) agreeing with the compiled ones."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
-from jit_helpers import compiled_and_pure_python
+from jit_helpers import assert_compiled_matches_python
 
 from digitnet import conv_kernels
 from digitnet.conv_kernels import FAST, set_threads
 from digitnet.nn.layers import Activation, Conv, Dense, Dropout, Flatten, MaxPool
 from digitnet.nn.network import Network
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (batch, channels, height, width, filters, kernel, stride, padding)
 CONV_CASES = [
@@ -230,25 +227,11 @@ def test_blas_thread_count_is_restored():
     assert get() == before
 
 
-_SUBPROCESS = (
-    "import sys, numpy as np\n"
-    "sys.path.insert(0, %r)\n"
-    "from test_conv_kernels import lenet_like\n"
-    "from digitnet.conv_kernels import FAST, set_threads\n"
-    "set_threads(2)\n"
-    "net = lenet_like(seed=1)\n"
-    "rng = np.random.default_rng(4)\n"
-    "x = rng.random((6, 242)).astype(np.float32); y = rng.integers(0, 3, 6)\n"
-    "c, g, a = net.cost_and_gradient(x, y, True, np.random.default_rng(2), fast=FAST)\n"
-    "np.save(sys.argv[1], np.concatenate([[c], g, a.ravel()]))\n"
-) % HERE
-
-
 def test_jit_and_pure_python_agree(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the kernels as plain Python: the results must match the compiled ones."""
-    compiled, python = compiled_and_pure_python(_SUBPROCESS, tmp_path)
-    assert np.abs(compiled).max() > 0
-    np.testing.assert_allclose(compiled, python, rtol=1e-5, atol=1e-7)
+    assert_compiled_matches_python(tmp_path,
+                                   "from test_conv_kernels import lenet_like\nfrom digitnet.conv_kernels import FAST",
+                                   "lenet_like(seed=1).cost_and_gradient(x, y, True, np.random.default_rng(2), fast=FAST)")
 
 
 def test_reused_buffers_never_overwrite_what_a_caller_still_holds():

@@ -6,19 +6,16 @@ the thread count; what it refuses; and that training takes it for conv nets."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
-from jit_helpers import compiled_and_pure_python
+from jit_helpers import assert_compiled_matches_python
 
 from digitnet import stack_kernels
 from digitnet.conv_kernels import set_threads
 from digitnet.nn.layers import Activation, Conv, Dense, Dropout, Flatten, MaxPool
 from digitnet.nn.network import Network
 from digitnet.stack_kernels import StackStep
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thr")
@@ -152,26 +149,11 @@ def test_training_takes_the_fused_step_for_conv_nets(monkeypatch):
     np.testing.assert_allclose(fused.params, per_layer.params, rtol=1e-4, atol=1e-5)
 
 
-_SUBPROCESS = (
-    "import sys, numpy as np\n"
-    "sys.path.insert(0, %r)\n"
-    "from test_stack_kernels import conv_net\n"
-    "from digitnet.conv_kernels import set_threads\n"
-    "from digitnet.stack_kernels import StackStep\n"
-    "set_threads(2)\n"
-    "net = conv_net(seed=1)\n"
-    "rng = np.random.default_rng(4)\n"
-    "x = rng.random((6, 242)).astype(np.float32); y = rng.integers(0, 3, 6)\n"
-    "c, g, a = StackStep(net).cost_and_gradient(x, y, np.random.default_rng(2))\n"
-    "np.save(sys.argv[1], np.concatenate([[c], g, a.ravel()]))\n"
-) % HERE
-
-
 def test_jit_and_pure_python_agree(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the kernels as plain Python: the results must match."""
-    compiled, python = compiled_and_pure_python(_SUBPROCESS, tmp_path)
-    assert np.abs(compiled).max() > 0
-    np.testing.assert_allclose(compiled, python, rtol=1e-5, atol=1e-7)
+    assert_compiled_matches_python(tmp_path,
+                                   "from test_stack_kernels import conv_net\nfrom digitnet.stack_kernels import StackStep",
+                                   "StackStep(conv_net(seed=1)).cost_and_gradient(x, y, np.random.default_rng(2))")
 
 
 def test_the_plan_never_lets_two_threads_share_gradient_rows():
