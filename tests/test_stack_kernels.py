@@ -121,6 +121,15 @@ def test_labels_outside_the_classes_are_refused():
         StackStep(net).cost_and_gradient(x, np.array([0, 3, 1]), np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("width, n_labels", [(243, 3), (241, 3), (242, 2), (242, 4)])
+def test_batches_of_the_wrong_shape_are_refused(width, n_labels):
+    """The kernels index without bounds checks: a batch that does not fit is stopped first."""
+    net = conv_net()
+    x = np.zeros((3, width), np.float32)
+    with pytest.raises(ValueError, match="values a sample"):
+        StackStep(net).cost_and_gradient(x, np.zeros(n_labels, np.int64), np.random.default_rng(0))
+
+
 def test_training_takes_the_fused_step_for_conv_nets(monkeypatch):
     """A conv net trains through StackStep (and lands where the per-layer path lands)."""
     from digitnet import training
