@@ -350,6 +350,8 @@ class StackStep:
         reused by the next call."""
         net = self.net
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
+        if not np.issubdtype(np.asarray(labels).dtype, np.integer):
+            raise ValueError("labels must be integers")
         labels = np.ascontiguousarray(labels, np.int64)
         if x.shape[1] != net.n_inputs or labels.shape != (len(x),):      # the kernels check no bounds
             raise ValueError(f"a batch of {net.n_inputs} values a sample and one label each, not {x.shape[1]} values "
@@ -359,6 +361,12 @@ class StackStep:
         m = len(x)
         if g is None:
             g = np.zeros_like(net.params)
+        if g.shape != net.params.shape:
+            raise ValueError(f"the gradient must have shape {net.params.shape}, not {g.shape}")
+        if g.dtype != np.float32 or not g.flags.c_contiguous:      # written through float32, then copied
+            cost, g32, probs = self.cost_and_gradient(x, labels, rng)
+            g[...] = g32
+            return cost, g, probs
         if m <= self.PIECE:
             p = self._plan(m, max(1, min(ck._threads(), m)))
             for rate, at, n in p.dropouts:           # the NumPy layer's draw, in the same order

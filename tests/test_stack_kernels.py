@@ -191,3 +191,19 @@ def test_a_large_batch_goes_through_in_pieces(make, threads, monkeypatch):
     np.testing.assert_allclose(a1, a0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-5 * np.abs(g0).max())
     assert r0.random() == r1.random()
+
+
+def test_any_gradient_array_laid_out_like_params_is_written():
+    """As the reference takes it: a float64 or strided g gets the gradient; a g of another
+    length is refused (the kernels would write past its end); float labels are refused."""
+    net = conv_net(seed=5)
+    x, labels = _batch(net, 4, 3)
+    _, ref, _ = net.cost_and_gradient(x, labels, True, np.random.default_rng(0))
+    for g in (np.zeros(net.n_params), np.zeros(2 * net.n_params, np.float32)[::2]):
+        _, out, _ = StackStep(net).cost_and_gradient(x, labels, np.random.default_rng(0), g)
+        assert out is g
+        np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="shape"):
+        StackStep(net).cost_and_gradient(x, labels, np.random.default_rng(0), np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="integers"):
+        StackStep(net).cost_and_gradient(x, labels + 0.7, np.random.default_rng(0))
