@@ -207,3 +207,36 @@ def test_any_gradient_array_laid_out_like_params_is_written():
         StackStep(net).cost_and_gradient(x, labels, np.random.default_rng(0), np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="integers"):
         StackStep(net).cost_and_gradient(x, labels + 0.7, np.random.default_rng(0))
+
+
+def test_the_workqueue_pool_gives_the_same_step(tmp_path):
+    """Where no OpenMP runtime loads (or NUMBA_THREADING_LAYER says so) numba's own pool runs
+    the parallel step: same results as OpenMP's at the same thread count."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, numba\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "from test_stack_kernels import lenet5, _batch\n"
+        "from digitnet.conv_kernels import set_threads\n"
+        "from digitnet.stack_kernels import StackStep\n"
+        "set_threads(2)\n"
+        "net = lenet5(seed=2); x, y = _batch(net, 32, 5)\n"
+        "c, g, a = StackStep(net).cost_and_gradient(x, y, np.random.default_rng(0))\n"
+        "np.save(sys.argv[1], g)\n"
+        "print(numba.threading_layer())\n")
+    outs = []
+    for layer in ("workqueue", ""):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+        if layer:
+            env["NUMBA_THREADING_LAYER"] = layer
+        path = tmp_path / f"g{layer or 'default'}.npy"
+        r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=600,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        outs.append((r.stdout.split()[-1], np.load(path)))
+    assert outs[0][0] == "workqueue"                        # the default: OpenMP where it loads
+    assert np.abs(outs[0][1]).max() > 0
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
