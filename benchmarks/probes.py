@@ -65,7 +65,7 @@ from digitnet.stack_kernels import StackStep
 cnet = Network.init([Conv(4, 5), Activation("relu"), MaxPool(2), Flatten(), Dense(10), Activation("softmax")],
                     (1, 28, 28), "cross-entropy", seed=0)
 step = StackStep(cnet)
-for n in (1, 2):                     # the serial and the parallel entry point, as training's auto takes both
+for n in (1, 2):                     # one thread and two, as training's auto runs both
     conv_kernels.set_threads(n)
     step.cost_and_gradient(np.zeros((4, 784), np.float32), np.zeros(4, np.int64), np.random.default_rng(0))
 t4 = time.perf_counter()

@@ -198,22 +198,16 @@ def _transpose_weights(params, plan, wt):
                     wt[t + r * F + f] = params[w + f * ckk + r]
 
 
-@njit(cache=True)
-def train_step(x, labels, batch, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses, g):
-    """The gradient of the mean cost over a mini-batch of ``batch`` samples, of which x
-    (m, n_in) is all or a piece, into g (laid out like params), on the calling thread;
-    losses (m,) get each sample's cost. The other arrays are the plan's buffers."""
-    m = x.shape[0]
-    _transpose_weights(params, plan, wt)
-    _forward_chunk(0, m, x, labels, batch, params, plan, acts, idx, masks, grads, work[0], losses)
-    _backward_chunk(0, m, m, params, plan, acts, idx, masks, grads, wt, work[0], pw[0], pb[0], g)
-
-
 @njit(cache=True, parallel=True)
-def train_step_parallel(n_chunks, x, labels, batch, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses,
-                        g, part):
-    """``train_step`` with the batch cut into n_chunks, one per thread: chunk 0 sums its
-    gradient into g, chunk t > 0 into part[t − 1]; then g += part[0] + part[1] + … in order."""
+def train_step(n_chunks, x, labels, batch, params, plan, acts, idx, masks, grads, wt, work, pw, pb, losses, g, part):
+    """The gradient of the mean cost over a mini-batch of ``batch`` samples, of which x
+    (m, n_in) is all or a piece, into g (laid out like params); losses (m,) get each sample's
+    cost. The rows are cut into n_chunks, one per thread: chunk 0 sums its gradient into g,
+    chunk t > 0 into part[t − 1], then g += part[0] + part[1] + … in order. The other arrays
+    are the plan's buffers.
+
+    One entry point for every thread count: on OpenMP's pool a launch costs 1-2 µs, and a
+    second, serial entry point made the cold compile 42 s instead of 27 s."""
     m = x.shape[0]
     _transpose_weights(params, plan, wt)
     for t in prange(n_chunks):
@@ -409,8 +403,5 @@ class StackStep:
         """One kernel call: x's gradient share of a batch of ``batch`` samples into g."""
         args = (x, labels, np.float32(batch), self.net.params, p.plan, p.acts, p.idx, p.masks, p.grads, p.wt, p.work,
                 p.pw, p.pb, p.losses, g)
-        if p.n_chunks == 1:
-            train_step(*args)
-        else:
-            with ck._blas_one_thread(p.n_chunks):
-                train_step_parallel(p.n_chunks, *args, p.part)
+        with ck._blas_one_thread(2):             # inside the pool's threads: OpenBLAS on one
+            train_step(p.n_chunks, *args, p.part)
