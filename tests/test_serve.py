@@ -527,7 +527,10 @@ def test_the_server_side_of_a_stroke_is_cheap(monkeypatch):
             json.dumps(obj, allow_nan=False, separators=(",", ":"))
             times.append(time.process_time() - t)
             assert status == 200
-    assert min(times) < 0.015, f"{1000 * min(times):.1f} ms of CPU per stroke at best"
+    # best of 16 is 9-13 ms here against the page's 30 ms bar; a busy spell of the shared host
+    # once pushed it to 16.6 ms in a fresh-clone CI run, so the bar sits at 20 ms (a second
+    # forward pass is caught by the count above, not by the clock)
+    assert min(times) < 0.020, f"{1000 * min(times):.1f} ms of CPU per stroke at best"
 
 
 def test_only_loopback_is_quiet():
