@@ -345,6 +345,8 @@ class StackStep:
         for a training batch x (m, n_in) with integer labels (m,). The output array may be
         reused by the next call."""
         net = self.net
+        if not len(x):
+            raise ValueError("an empty batch has no mean cost")
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
         if not np.issubdtype(np.asarray(labels).dtype, np.integer):
             raise ValueError("labels must be integers")

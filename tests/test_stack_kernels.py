@@ -130,6 +130,13 @@ def test_batches_of_the_wrong_shape_are_refused(width, n_labels):
         StackStep(net).cost_and_gradient(x, np.zeros(n_labels, np.int64), np.random.default_rng(0))
 
 
+def test_an_empty_batch_is_refused():
+    net = conv_net()
+    with pytest.raises(ValueError, match="empty"):
+        StackStep(net).cost_and_gradient(np.zeros((0, 242), np.float32), np.zeros(0, np.int64),
+                                         np.random.default_rng(0))
+
+
 def test_training_takes_the_fused_step_for_conv_nets(monkeypatch):
     """A conv net trains through StackStep (and lands where the per-layer path lands)."""
     from digitnet import training
