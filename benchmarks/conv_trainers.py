@@ -88,10 +88,10 @@ def _sgd_epoch(w: ConvWorkload, net, x, labels, order, fast, time_limit: float) 
     """(seconds, samples) of one epoch of cost_and_gradient + SGD.step over ``order``; cut
     short after ``time_limit`` seconds (checked every ~4096 samples)."""
     from digitnet.nn.optim import SGD
-    from digitnet.stack_kernels import StackStep
+    from digitnet.stack_kernels import training_step
 
     opt = SGD(net.n_params, w.momentum, w.l2, net.decay_mask())
-    fused = StackStep(net) if fast is not None and StackStep.fits(net) else None   # as training takes it
+    step = training_step(net, fast)                 # the step training takes
     g = np.zeros_like(net.params)
     rng = np.random.default_rng(0)
     bs = w.batch_size
@@ -102,10 +102,7 @@ def _sgd_epoch(w: ConvWorkload, net, x, labels, order, fast, time_limit: float) 
             done = start
             break
         rows = order[start:start + bs]
-        if fused is not None:
-            _, g, _ = fused.cost_and_gradient(x[rows], labels[rows], rng, g)
-        else:
-            _, g, _ = net.cost_and_gradient(x[rows], labels[rows], True, rng, g, fast=fast)
+        _, g, _ = step(x[rows], labels[rows], rng, g)
         opt.step(net.params, g, w.lr)
     return time.perf_counter() - t0, done
 

@@ -409,3 +409,12 @@ class StackStep:
                 p.pw, p.pb, p.losses, g)
         with ck._blas_one_thread(2):             # inside the pool's threads: OpenBLAS on one
             train_step(p.n_chunks, *args, p.part)
+
+
+def training_step(net, fast: dict | None):
+    """The step training takes for ``net``: ``step(x, labels, rng, g) -> (cost, g, outputs)``.
+    The fused step when it takes the network and compiled stand-ins are wanted (``fast``);
+    else the network's own chain rule, with ``fast``'s stand-ins for the heavy layers."""
+    if fast is not None and StackStep.fits(net):
+        return StackStep(net).cost_and_gradient
+    return lambda x, labels, rng, g: net.cost_and_gradient(x, labels, True, rng, g, fast=fast)

@@ -140,13 +140,13 @@ PRESETS: dict[str, TrainConfig] = {
                        batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # Two convolutional layers of 3×3 (the Keras MNIST example's kernels), the first padded so
     # the second sees 14×14: about cnn's work, and better on clothes. Measured: embedded+fonts
-    # x30 99.30% (--threads 1), 99.20% (auto); Fashion-MNIST --no-augment --val-split 0
-    # --l2 5e-4 x30 93.04-93.05%, x26 92.91% in 518 s (cnn x30: 91.86%).
+    # x30 99.05-99.30%; Fashion-MNIST --no-augment --val-split 0 --l2 5e-4 x30 93.04-93.05%,
+    # x26 92.91-92.94% (369 s quiet on the fused step; cnn x30: 91.86%).
     "cnn3": TrainConfig(layers="conv32x3p1,pool2,conv64x3,pool2,dense256,dropout0.5", hidden=(), epochs=30,
                         batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # The cnn with each 5×5 convolution replaced by two 3×3 ones (as VGG does: the same reach,
     # a ReLU between): about twice the work of `cnn`. Measured on embedded+fonts (2,000 test
-    # digits): x30 99.35% (--threads 1), 99.10% (auto, 246 s); cnn: 99.10-99.20%.
+    # digits): x30 99.10-99.35% (99.35% in 173 s quiet on the fused step); cnn: 98.90-99.20%.
     "vgg": TrainConfig(layers="conv32x3,conv32x3,pool2,conv64x3,conv64x3,pool2,dense256,dropout0.5", hidden=(),
                        epochs=30, batch_size=64, lr=0.05, momentum=0.9, l2=1e-4),
     # The best dense network in about a minute on two cores: 784-512-256-10 ReLU, softmax and
@@ -351,20 +351,17 @@ class _LayerSteps:
     else the network's own chain rule with compiled stand-ins for the heavy layers."""
 
     def __init__(self, net: Network, optimizer, bs: int, fast: dict | None):
-        from digitnet.stack_kernels import StackStep
+        from digitnet.stack_kernels import training_step
 
-        self.net, self.optimizer, self.bs, self.fast = net, optimizer, bs, fast
+        self.net, self.optimizer, self.bs = net, optimizer, bs
         self.g = np.zeros_like(net.params)
-        self.fused = StackStep(net) if fast is not None and StackStep.fits(net) else None
+        self.step = training_step(net, fast)
 
     def run(self, x, labels, order, first, last, lr, stats, rng):
         for batch in range(first, last):
             rows = order[batch * self.bs:(batch + 1) * self.bs]
             y = labels[rows]
-            if self.fused is not None:
-                cost, g, a_L = self.fused.cost_and_gradient(x[rows], y, rng, self.g)
-            else:
-                cost, g, a_L = self.net.cost_and_gradient(x[rows], y, True, rng, self.g, self.fast)
+            cost, g, a_L = self.step(x[rows], y, rng, self.g)
             self.optimizer.step(self.net.params, g, lr)
             stats[0] += cost * len(rows)
             stats[1] += int((a_L.argmax(axis=1) == y).sum())
