@@ -11,7 +11,8 @@ Each workload runs a few hundred mini-batches per implementation, the implementa
 turns (so a change of load hits both alike), three times, at 1 and 2 threads; the table
 shows the median samples/s and the ratios. digitnet's step is the training loop's own
 (``training._LayerSteps``: the chain rule with the compiled stand-ins of ``conv_kernels.FAST``
-and ``attention_kernels.FAST``, as ``training.train`` merges them, then Adam's step).
+and ``attention_kernels.FAST``, as ``training.train`` merges them, then the compiled Adam step
+training takes, ``optim_kernels.FAST["adam"]``).
 
     .venv/bin/python benchmarks/attention_bench.py            # everything (a few minutes)
     .venv/bin/python benchmarks/attention_bench.py --quick    # one repeat, fewer batches
@@ -67,14 +68,14 @@ class Digitnet:
         from digitnet.attention_kernels import FAST as ATTENTION_FAST
         from digitnet.conv_kernels import FAST as CONV_FAST
         from digitnet.nn.network import Network
-        from digitnet.nn.optim import Adam
         from digitnet.nn.spec import architecture, parse_layers
+        from digitnet.optim_kernels import FAST as OPTIM_FAST
         from digitnet.training import _LayerSteps
 
         layers = architecture(parse_layers(w.layers), (1, 28, 28), 10, "softmax")
         self.net = Network.init(layers, (1, 28, 28), seed=0)
         self.initial = self.net.params.copy()
-        opt = Adam(self.net.n_params, DECAY, self.net.decay_mask())
+        opt = OPTIM_FAST["adam"](self.net.n_params, 0.0, DECAY, self.net.decay_mask())    # training's Adam
         self.steps = _LayerSteps(self.net, opt, w.batch, {**CONV_FAST, **ATTENTION_FAST})
         self.batch = w.batch
 

@@ -4,7 +4,8 @@ same data, the same starting weights and the same update rule.
 * ``digitnet``: the step ``training.train`` takes for these networks, the fused
   ``stack_kernels.StackStep`` (the whole stack in one compiled call a batch; the per-layer
   stand-ins ``Network.cost_and_gradient(..., fast=conv_kernels.FAST)`` for a network it
-  does not take), and ``nn.optim.SGD.step`` per batch. Set ``VIA_TRAINING = True`` to time
+  does not take), and the optimizer's step training takes per batch
+  (``optim_kernels.CompiledSGD``: ``nn.optim.SGD``'s bits in one compiled pass). Set ``VIA_TRAINING = True`` to time
   ``training.train`` itself instead (one epoch, augmentation and validation off, its own
   per-epoch clock), once it takes the conv layers end to end.
 * ``numpy``: the same network without ``fast``: the NumPy layers of ``digitnet.nn`` (the
@@ -88,9 +89,10 @@ def _sgd_epoch(w: ConvWorkload, net, x, labels, order, fast, time_limit: float) 
     """(seconds, samples) of one epoch of cost_and_gradient + SGD.step over ``order``; cut
     short after ``time_limit`` seconds (checked every ~4096 samples)."""
     from digitnet.nn.optim import SGD
+    from digitnet.optim_kernels import CompiledSGD
     from digitnet.stack_kernels import training_step
 
-    opt = SGD(net.n_params, w.momentum, w.l2, net.decay_mask())
+    opt = (CompiledSGD if fast is not None else SGD)(net.n_params, w.momentum, w.l2, net.decay_mask())
     step = training_step(net, fast)                 # the step training takes
     g = np.zeros_like(net.params)
     rng = np.random.default_rng(0)

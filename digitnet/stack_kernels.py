@@ -217,10 +217,13 @@ def train_step(n_chunks, x, labels, batch, params, plan, acts, idx, masks, grads
         _forward_chunk(lo, hi, x, labels, batch, params, plan, acts, idx, masks, grads, work[t], losses)
         _backward_chunk(lo, hi, m, params, plan, acts, idx, masks, grads, wt, work[t], pw[t], pb[t],
                         g if t == 0 else part[t - 1])
-    for t in range(n_chunks - 1):
-        p = part[t]
-        for j in range(g.size):
-            g[np.uint64(j)] += p[np.uint64(j)]
+    n = g.size
+    for c in prange(n_chunks):                  # each thread sums its range of the vector
+        lo, hi = ck._chunk(n, n_chunks, c)
+        for t in range(n_chunks - 1):
+            p = part[t]
+            for j in range(lo, hi):
+                g[np.uint64(j)] += p[np.uint64(j)]
 
 
 class _Plan:

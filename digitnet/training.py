@@ -416,7 +416,8 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     bs = min(config.batch_size, n)
     n_batches = math.ceil(n / bs)
     per_chunk = max(1, 4096 // bs)
-    optimizer = OPTIMIZERS[config.optimizer](net.n_params, config.momentum, config.l2, net.decay_mask())
+    from digitnet import optim_kernels            # the optimizers' compiled steps (NumPy's bits)
+    optimizer = optim_kernels.FAST[config.optimizer](net.n_params, config.momentum, config.l2, net.decay_mask())
     steps = (_MLPKernel(net, optimizer, bs, kernels) if _MLPKernel.fits(net, config)
              else _LayerSteps(net, optimizer, bs, fast))
 
