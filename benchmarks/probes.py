@@ -69,8 +69,12 @@ for n in (1, 2):                     # one thread and two, as training's auto ru
     conv_kernels.set_threads(n)
     step.cost_and_gradient(np.zeros((4, 784), np.float32), np.zeros(4, np.int64), np.random.default_rng(0))
 t4 = time.perf_counter()
+from digitnet.optim_kernels import FAST as OPTIMIZERS
+for name in ("sgd", "adam"):         # the optimizer steps training takes
+    OPTIMIZERS[name](cnet.n_params, 0.9, 1e-4, cnet.decay_mask()).step(cnet.params, np.zeros_like(cnet.params), 0.1)
+t5 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "train_batches": t2 - t1, "warp_images": t3 - t2, "conv_step": t4 - t3,
-                  "total": t4 - t0}))
+                  "optimizers": t5 - t4, "total": t5 - t0}))
 """
 
 

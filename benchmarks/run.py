@@ -186,7 +186,9 @@ def table(result: dict) -> str:
                        f"{c['cached']['train_batches']:.3f} s, warp_images {c['cold']['warp_images']:.2f} → "
                        f"{c['cached']['warp_images']:.3f} s"
                        + (f", the fused conv step {c['cold']['conv_step']:.2f} → {c['cached']['conv_step']:.3f} s"
-                          if "conv_step" in c["cold"] else "") + ")")
+                          if "conv_step" in c["cold"] else "")
+                       + (f", the optimizer steps {c['cold']['optimizers']:.2f} → {c['cached']['optimizers']:.3f} s"
+                          if "optimizers" in c["cold"] else "") + ")")
         if "peak_memory" in p:
             m = p["peak_memory"]
             out.append(f"- peak memory of `{m['command']}`: {m['peak_rss_mib']:.0f} MiB ({m['seconds']:.1f} s wall"
