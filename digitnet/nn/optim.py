@@ -1,7 +1,9 @@
 """Optimizers: how a gradient becomes a step. They see only flat vectors — the parameters,
 their gradient, and a mask of which entries are weights (decayed) and which are biases —
 so any layer's parameters are updated the same way, and the network never knows which
-optimizer runs (scikit-learn's _stochastic_optimizers does the same).
+optimizer runs (scikit-learn's _stochastic_optimizers does the same). These NumPy steps
+are the reference; training takes ``digitnet.optim_kernels``' compiled ones, which give
+the same bits.
 """
 
 from __future__ import annotations
