@@ -688,18 +688,19 @@ def test_bad_arguments_are_one_line(tmp_path):
 
 def test_draw_options_reach_the_server(monkeypatch, tmp_path):
     """--host reaches serve() as given, a non-loopback address printing one warning line
-    first; models come as arguments and with -m; the default model follows the rule every
-    command follows ($DIGITNET_MODEL first)."""
+    first; models come as arguments and with -m; the default model is left to the library
+    (``Catalog.discover`` follows the rule every command follows, $DIGITNET_MODEL first:
+    test_serve_catalog.py)."""
     from typer.testing import CliRunner
 
     from digitnet.cli import app
 
     seen = []
-    monkeypatch.setattr(srv, "serve", lambda models, host, port, on_ready, default:
-                        seen.append((list(map(str, models)), host, port, str(default))))
+    monkeypatch.setattr(srv, "serve", lambda models, host, port, on_ready, default=None:
+                        seen.append((list(map(str, models)), host, port, default)))
     monkeypatch.setenv("DIGITNET_MODEL", str(tmp_path / "mine.npz"))
     r = CliRunner().invoke(app, ["draw", "--no-browser", "--host", "0.0.0.0", "--port", "9999"])
-    assert r.exit_code == 0 and seen == [([], "0.0.0.0", 9999, str(tmp_path / "mine.npz"))]
+    assert r.exit_code == 0 and seen == [([], "0.0.0.0", 9999, None)]
     assert r.stderr.count("warning") == 1 and "0.0.0.0" in r.stderr and "anyone" in r.stderr
     r = CliRunner().invoke(app, ["draw", "--no-browser", "a.npz", "-m", "b.npz", "--model", "c.npz"])
     assert r.exit_code == 0 and seen[-1][:3] == (["a.npz", "b.npz", "c.npz"], "127.0.0.1", 8784)

@@ -46,7 +46,6 @@ def draw_command(
     """Serve the drawing page until Ctrl-C."""
     import signal
 
-    from digitnet.cli.common import default_model
     from digitnet.serve.server import exposure_warning, serve
 
     def on_ready(server) -> None:
@@ -66,7 +65,7 @@ def draw_command(
         warning_line(warning)
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        serve([*(models or ()), *(model or ())], host=host, port=port, on_ready=on_ready, default=default_model())
+        serve([*(models or ()), *(model or ())], host=host, port=port, on_ready=on_ready)
     except KeyboardInterrupt:
         print("digitnet: stopped (Ctrl-C)", file=sys.stderr, flush=True)
         raise typer.Exit(130) from None
