@@ -178,16 +178,26 @@ def make_dataset(name, train_images, train_labels, test_images, test_labels, cla
     return Dataset(name, tri, trl, tei, tel, class_names, source, _checksum(tri, trl, tei, tel), augmentation)
 
 
+# the known data sets that ship inside the package, and their files in digitnet/resources/
+SHIPPED = {"embedded": "mnist-embedded.npz", "fonts": "fonts-digits.npz"}
+
+
+def shipped_file(name: str):
+    """The package resource (a Traversable: ``resources.as_file`` gives a path) of a data
+    set that ships inside digitnet, by its name in ``SHIPPED``."""
+    return resources.files("digitnet") / "resources" / SHIPPED[name]
+
+
 def load_fonts() -> Dataset:
     """The ``fonts`` set shipped with digitnet: 3,000 / 500 typed digits rendered once by
     ``scripts/build_fonts.py`` (``digitnet.synth``), so every machine trains on the same bits."""
-    with resources.as_file(resources.files("digitnet") / "resources" / "fonts-digits.npz") as p:
+    with resources.as_file(shipped_file("fonts")) as p:
         return _load_npz(p, "fonts", DIGIT_NAMES)
 
 
 def load_embedded() -> Dataset:
     """The 10,000 real MNIST digits shipped inside the package (8,000 train / 2,000 test)."""
-    with resources.as_file(resources.files("digitnet") / "resources" / "mnist-embedded.npz") as p:
+    with resources.as_file(shipped_file("embedded")) as p:
         return _load_npz(p, "embedded", DIGIT_NAMES)
 
 

@@ -86,9 +86,9 @@ def reference() -> tuple[np.ndarray, np.ndarray]:
     global _REFERENCE
     if _REFERENCE is not None:
         return _REFERENCE
-    from importlib import resources
+    from digitnet.datasets import load_dataset, shipped_file
 
-    files = [resources.files("digitnet") / "resources" / n for n in ("mnist-embedded.npz", "fonts-digits.npz")]
+    files = [shipped_file(name) for name in ("embedded", "fonts")]
     key = hashlib.sha1(repr([REFERENCE_VERSION, HOG_CELL, HOG_BINS] +
                             [(f.name, f.stat().st_size) for f in map(Path, map(str, files))]).encode()).hexdigest()[:12]
     path = _cache_dir() / f"doubt-reference-{key}.npz"
@@ -98,8 +98,6 @@ def reference() -> tuple[np.ndarray, np.ndarray]:
             return _REFERENCE
     except (OSError, KeyError, ValueError):
         pass
-    from digitnet.datasets import load_dataset
-
     parts = [load_dataset(name) for name in ("embedded", "fonts")]
     images = np.concatenate([p.train_images for p in parts]).astype(np.float32) / 255
     labels = np.concatenate([p.train_labels for p in parts])

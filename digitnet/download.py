@@ -510,12 +510,10 @@ def load_manifest(path: Path) -> Source:
     return source
 
 
-# the known data sets that ship inside the package (digitnet/resources/), as datasets.py loads them
-SHIPPED = {"embedded": "mnist-embedded.npz", "fonts": "fonts-digits.npz"}
-
-
 def source_for(name: str) -> Source:
     """The built-in source of a known data set; DataError listing the downloadable names."""
+    from digitnet.datasets import SHIPPED
+
     if name not in SOURCES:
         known = ", ".join(SOURCES)
         hint = " (it ships inside digitnet: nothing to download)" if name in SHIPPED else ""
@@ -527,7 +525,7 @@ def local_status(name: str) -> dict:
     """Where a known data set is on this machine: ``present``, ``path``, ``size`` (bytes on
     disk), ``train``/``test`` counts (from the IDX headers, or the shipped file's label
     arrays; not the images), ``downloadable``. A set shipped inside the package is always here."""
-    from digitnet.datasets import KNOWN, find_idx_files, known_locations
+    from digitnet.datasets import KNOWN, SHIPPED, find_idx_files, known_locations, shipped_file
     from digitnet.idx import read_idx_header
 
     status = {"name": name, "description": KNOWN[name].description, "classes": len(KNOWN[name].class_names),
@@ -537,7 +535,7 @@ def local_status(name: str) -> dict:
 
         import numpy as np
 
-        with resources.as_file(resources.files("digitnet") / "resources" / SHIPPED[name]) as p:
+        with resources.as_file(shipped_file(name)) as p:
             with np.load(p, allow_pickle=False) as z:
                 status.update(present=True, path=str(p), size=p.stat().st_size,
                               train=len(z["train_labels"]), test=len(z["test_labels"]))

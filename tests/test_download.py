@@ -308,9 +308,11 @@ def test_cli_download_checksum_failure_is_one_line_exit_1(server, tmp_path):
 
 def test_a_shipped_set_is_here_and_cannot_be_downloaded():
     from digitnet import download
+    from digitnet.datasets import SHIPPED
     from digitnet.errors import DataError
 
-    for name in download.SHIPPED:
+    assert set(SHIPPED) == {"embedded", "fonts"}
+    for name in SHIPPED:
         status = download.local_status(name)
         assert status["present"] and Path(status["path"]).is_file() and status["train"] and status["test"], status
         with pytest.raises(DataError, match="ships inside digitnet"):
