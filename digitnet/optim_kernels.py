@@ -3,15 +3,15 @@
 
 NumPy's step walks the whole parameter vector once per operation: SGD with momentum and L2
 makes six passes over five arrays (λ·W, + ∇C, · η, μ·v, v − …, θ + v), Adam about fifteen.
-For a conv net of ~0.3 M parameters that is 0.2-0.9 ms a mini-batch, 3-12% of a batch of 32
-on 2 cores (two-conv, ``benchmarks/run.py``), spent on one core while the other waits. Here
+For a conv net of ~0.3 M parameters (two-conv, an epoch at batch 32 on 2 cores) that was
+0.7-0.9 ms of each ~7.5 ms mini-batch, on one core while the other waited. Here
 each element is read once, updated, and written once, the vector cut into one range per
 thread: the same float32 operations in the same order as NumPy's, so the same bits, for any
 thread count (each element's update depends on that element alone).
 
 ``FAST`` maps an optimizer's name to a factory with ``OPTIMIZERS``' signature; its objects
-are the NumPy optimizers (same state, same ``step``), with the step compiled for float32
-vectors and the NumPy one for any other dtype.
+are the NumPy optimizers (the same state and results) with the step compiled for float32
+vectors in one piece, NumPy's for anything else.
 """
 
 from __future__ import annotations
@@ -77,8 +77,7 @@ class CompiledSGD(SGD):
         """Update ``params`` in place from ``grad`` at rate ``lr``, as ``SGD.step`` does."""
         if not _fits(params, grad, self.velocity, self._l2_mask):
             return super().step(params, grad, lr)
-        f32 = np.float32
-        sgd_step(ck._threads(), params, grad, self.velocity, self._l2_mask, f32(lr), self.momentum,
+        sgd_step(ck._threads(), params, grad, self.velocity, self._l2_mask, np.float32(lr), self.momentum,
                  bool(self.l2))
 
 

@@ -380,7 +380,7 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     """
     from digitnet import kernels
     from digitnet.augment import PROFILES, augment
-    from digitnet import attention_kernels, conv_kernels
+    from digitnet import attention_kernels, conv_kernels, optim_kernels
 
     fast = {**conv_kernels.FAST, **attention_kernels.FAST}     # compiled stand-ins, by layer type
 
@@ -416,7 +416,6 @@ def train(dataset: Dataset, config: TrainConfig, *, resume: Network | None = Non
     bs = min(config.batch_size, n)
     n_batches = math.ceil(n / bs)
     per_chunk = max(1, 4096 // bs)
-    from digitnet import optim_kernels            # the optimizers' compiled steps (NumPy's bits)
     optimizer = optim_kernels.FAST[config.optimizer](net.n_params, config.momentum, config.l2, net.decay_mask())
     steps = (_MLPKernel(net, optimizer, bs, kernels) if _MLPKernel.fits(net, config)
              else _LayerSteps(net, optimizer, bs, fast))
