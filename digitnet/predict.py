@@ -40,6 +40,7 @@ class Row:
     top: list[tuple[int, float]] = field(default_factory=list)
     probs: np.ndarray | None = None
     image: np.ndarray | None = None
+    steps: list | None = None      # the preprocessing's steps, (title, picture), for --show
     error: str | None = None
     warning: str | None = None      # why the answer is doubtful (digitnet.doubt), or None
 
@@ -71,25 +72,31 @@ def preprocessor(model: Model, preprocess: bool = True):
 
 
 def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = True, top_k: int = 3,
-                   keep_probs: bool = False, keep_images: bool = False, stdin=None,
+                   keep_probs: bool = False, keep_images: bool = False, keep_steps: bool = False, stdin=None,
                    image_chunk: int = IMAGE_CHUNK, array_chunk: int = ARRAY_CHUNK) -> Iterator[Row]:
     """Predict every input (paths, directories, ``-``, .npy, IDX, CSV: see digitnet.inputs)
     and yield one Row per image, in input order, batch by batch.
 
     ``top_k`` pairs are kept per row (1 ≤ top_k ≤ n_classes); ``keep_probs`` keeps the score
-    vector, ``keep_images`` the input the network saw (for ``--show``).
+    vector, ``keep_images`` the input the network saw, ``keep_steps`` the preprocessing's
+    steps before it for an image (``preprocess.panels_of``, made as the image is prepared:
+    no second read; for ``--show``).
     """
     n_classes = len(model.class_names)
     if not 1 <= top_k <= n_classes:
         raise UsageError(f"--top-k must be between 1 and {n_classes}, got {top_k}")
     from digitnet.doubt import warnings
+    from digitnet.preprocess import panels_of
 
     prep = preprocessor(model, preprocess)
     pending: collections.deque = collections.deque()   # the preprocessing's notes, one per image decoded
 
     def prep_noting(gray):
         notes: dict = {}
-        x = prep(gray, notes=notes)
+        steps: dict | None = {} if keep_steps else None
+        x = prep(gray, notes=notes, steps=steps)
+        if keep_steps:                  # small pictures now: the steps themselves may be photo-sized
+            notes["panels"] = panels_of(gray, steps, x)[:-1]
         pending.append(notes)
         return x
 
@@ -99,7 +106,9 @@ def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = Tr
             p = model.scores(batch.images)                                # (k, n_classes)
         finite = np.isfinite(p).all(axis=1)                               # (k,): a NaN score is never an answer
         p = np.where(finite[:, None], p, 0)
-        warning = warnings(model, batch.images, p, _batch_notes(batch, pending))
+        notes = _batch_notes(batch, pending)
+        panels = [n.pop("panels", None) if n else None for n in notes]
+        warning = warnings(model, batch.images, p, notes)
         order = np.argsort(-p, axis=1, kind="stable")[:, :top_k]          # (k, top_k)
         top_p = np.take_along_axis(p, order, axis=1)                      # (k, top_k)
         labels, conf = order[:, 0].tolist(), top_p[:, 0].tolist()
@@ -111,7 +120,8 @@ def predict_inputs(model: Model, inputs: Iterable[str], *, preprocess: bool = Tr
                 continue
             yield Row(source, index, labels[i], model.class_names[labels[i]], conf[i],
                       list(zip(order_l[i], top_l[i])),
-                      p[i] if keep_probs else None, batch.images[i] if keep_images else None, warning=warning[i])
+                      p[i] if keep_probs else None, batch.images[i] if keep_images else None, panels[i],
+                      warning=warning[i])
 
 
 def _batch_notes(batch, pending: collections.deque) -> list[dict | None]:

@@ -286,12 +286,18 @@ def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28,
     taken out (dim); and the size×size the network saw. A clean image shows the first and the last:
     it takes MNIST's steps alone; so does ``preprocessing`` "none" (PREPROCESSORS' keys: the
     model's, or "none" for ``--no-preprocess``). Raises DataError as ``to_mnist`` does."""
-    from digitnet.components import dilate
-
     if preprocessing not in PREPROCESSORS:
         raise DataError(f"unknown preprocessing {preprocessing!r} (known: {', '.join(PREPROCESSORS)})")
     steps: dict = {}
     x = PREPROCESSORS[preprocessing](gray, size, steps=steps)
+    return panels_of(gray, steps, x, height)
+
+
+def panels_of(gray: np.ndarray, steps: dict, x: np.ndarray, height: int = 28) -> list[tuple[str, np.ndarray]]:
+    """``step_panels`` from a preprocessing run already made: ``gray`` its input, ``steps``
+    what it left there (its ``steps=`` argument), ``x`` its size×size result."""
+    from digitnet.components import dilate
+
     found = steps.get("found")
     work = found.work if found is not None else _checked_gray(gray)
     panels = [("image", work)]
@@ -308,13 +314,6 @@ def step_panels(gray: np.ndarray, size: int = MNIST_SIZE, height: int = 28,
         sheet = _fit(found.sheet.astype(np.float32), height) > 0.5     # the sheet at the panel's scale
         panels[0][1][sheet & dilate(~sheet, 1)] = 0.0                   # its outline: one pixel, black
     return panels + [("network saw", x)]
-
-
-def file_step_panels(path: str | os.PathLike, size: int = MNIST_SIZE, height: int = 28,
-                     preprocessing: str = "mnist") -> list[tuple[str, np.ndarray]]:
-    """``step_panels`` of an image file, read as predict reads it (``load_image``). DataError
-    when it cannot be read or holds no digit."""
-    return step_panels(load_image(path), size, height, preprocessing)
 
 
 def _fit(a: np.ndarray, height: int) -> np.ndarray:

@@ -277,7 +277,7 @@ def test_step_panels_of_a_photo_show_the_sheet_the_ink_and_the_digit_kept(tmp_pa
     """--show's panels for a photo with a second mark beside the digit: the titles in order, each
     panel small, the 28×28 the one to_mnist gives; "paper removed" has both marks, "kept" the
     digit bright and the other mark dim (dropped), and never the desk."""
-    from digitnet.preprocess import file_step_panels, step_panels
+    from digitnet.preprocess import step_panels
 
     four, seven = strokes(FOUR), strokes(SEVEN, seed=1)
     gray = photo_of([(four, -80), (seven, 80)], rel=0.95)
@@ -292,10 +292,10 @@ def test_step_panels_of_a_photo_show_the_sheet_the_ink_and_the_digit_kept(tmp_pa
     assert left.max() > 0.9 and 0.2 < right.max() < 0.6
     assert removed[:, : w // 2].max() > 0.5 and removed[:, w // 2:].max() > 0.5
     assert kept[:, :2].max() < 0.6                       # the desk at the frame's edge: dropped, if found at all
-    # the same panels from the file, as predict --show reads it
+    # the same panels from the file, as predict reads it
     path = tmp_path / "photo.png"
     Image.fromarray((gray * 255).round().astype(np.uint8)).save(path)
-    from_file = file_step_panels(path, height=24)
+    from_file = step_panels(load_image(path), height=24)
     assert [t for t, _ in from_file] == [t for t, _ in panels]
     assert np.array_equal(from_file[-1][1], to_mnist(load_image(path)))
 

@@ -57,6 +57,22 @@ def test_library_rows_in_order_with_top_k(tiny_model, files):
     assert sum(r.label == y for r, y in zip(rows, files["labels"])) >= 5
 
 
+def test_keep_steps_gives_each_image_its_preprocessing_steps(tiny_model, files):
+    """keep_steps: an image row carries the pictures of its own preprocessing pass (as
+    ``step_panels`` makes them from the file), an array row none; without it, no row does."""
+    from digitnet.preprocess import load_image, step_panels
+
+    m = load_model(tiny_model)
+    rows = list(predict_inputs(m, [*files["images"], files["npy"]], keep_images=True, keep_steps=True, image_chunk=2))
+    for r in rows[:3]:
+        want = step_panels(load_image(r.input))
+        assert [t for t, _ in r.steps] == [t for t, _ in want[:-1]] and r.steps[0][0] == "image"
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(r.steps, want))
+        assert np.array_equal(r.image, want[-1][1])
+    assert all(r.steps is None for r in rows[3:])
+    assert all(r.steps is None for r in predict_inputs(m, files["images"]))
+
+
 def test_sigmoid_outputs_are_normalised():
     net = Network.init(dense_layers((784, 10), "relu", "sigmoid"), (1, 28, 28), "quadratic", seed=0)
     m = Model(net, tuple("0123456789"))

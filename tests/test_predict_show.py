@@ -77,3 +77,27 @@ def test_the_console_script_in_a_pipe_and_on_a_terminal(photo):
     assert r.returncode == 0 and "\x1b" not in out and titles_in_order(out, PHOTO_PANELS)
     code, text = cli_helpers.run_in_terminal(["predict", photo, "--show"], 160, NO_COLOR="")
     assert code == 0 and "\x1b[" in text and titles_in_order(text, PHOTO_PANELS)
+
+
+def test_each_image_is_prepared_once_and_its_steps_come_from_that_pass(photo, monkeypatch):
+    """--show draws the steps the answer's own preprocessing made: one pass per image (the
+    file is not read and prepared a second time for the pictures)."""
+    from digitnet import preprocess
+
+    calls = []
+    real = preprocess.PREPROCESSORS["mnist"]
+    monkeypatch.setitem(preprocess.PREPROCESSORS, "mnist", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r = CliRunner().invoke(app, ["predict", photo, photo, "--show"], env={"NO_COLOR": "1"})
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 2
+    first, second = r.output.split("photo.png")[1:3]
+    assert titles_in_order(first, PHOTO_PANELS) and titles_in_order(second, PHOTO_PANELS)
+
+
+def test_image_bytes_on_stdin_show_their_steps(photo):
+    """An image piped in has no file to read again, and still shows every step."""
+    with open(photo, "rb") as f:
+        data = f.read()
+    r = CliRunner().invoke(app, ["predict", "-", "--show"], input=data, env={"NO_COLOR": "1"})
+    assert r.exit_code == 0, r.output
+    assert titles_in_order(r.output, PHOTO_PANELS)

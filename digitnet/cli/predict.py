@@ -154,35 +154,25 @@ class _Layout:
         return name if len(name) <= self.name_w else "…" + name[-(self.name_w - 1):]
 
 
-def _steps(console, row, preprocessing: str) -> None:
+def _steps(console, row) -> None:
     """--show: under a row, why the answer is doubtful (if it is), then the preprocessing's
-    steps (``preprocess.file_step_panels``) tiled side by side, each under its title; the
-    28×28 the network saw alone for a row of an array or image bytes on stdin (there is no
-    file to show the steps of)."""
+    steps (``row.steps``, kept as the image was prepared) tiled side by side, each under its
+    title, ending with the 28×28 the network saw (alone for a row of an array: no steps)."""
     from rich.text import Text
 
-    from digitnet.errors import DataError
-    from digitnet.preprocess import file_step_panels
     from digitnet.render import digit_grid, is_plain
 
     if row.warning:
         console.print(Text(f"? {row.warning}", style="yellow"))
-
-    panels = []
-    if row.index is None and row.input != "-":
-        try:
-            panels = file_step_panels(row.input, len(row.image), preprocessing=preprocessing)[:-1]
-        except DataError:                        # changed since it was read: the 28×28 still shows
-            pass
-    panels.append(("network saw", row.image))
+    panels = [*(row.steps or ()), ("network saw", row.image)]
     console.print(digit_grid([a for _, a in panels], [t for t, _ in panels], is_plain(console), console.width))
     console.print()
 
 
-def _print_tables(console, rows, model, top_k: int, per_table: int = TABLE_ROWS, show: str | None = None) -> None:
+def _print_tables(console, rows, model, top_k: int, per_table: int = TABLE_ROWS, show: bool = False) -> None:
     """Print rows as tables of ``per_table`` rows with fixed column widths (header on the
-    first). ``show``: the preprocessing (PREPROCESSORS' key) whose steps are drawn under
-    each row, which is then a table of its own, with its header."""
+    first). ``show``: each row's preprocessing steps are drawn under it (``_steps``), and it
+    is then a table of its own, with its header."""
     from rich.table import Table
     from rich.text import Text
 
@@ -203,7 +193,7 @@ def _print_tables(console, rows, model, top_k: int, per_table: int = TABLE_ROWS,
         elif not layout.terminal:                               # a pipe: the column grows, never cuts
             layout.name_w = max(layout.name_w, max(len(terminal_safe(r.entry)) for r in group))
         # collapse_padding: one space between columns, as _Layout counts them
-        table = Table(show_header=first or show is not None, padding=(0, 1), collapse_padding=True, pad_edge=False,
+        table = Table(show_header=first or show, padding=(0, 1), collapse_padding=True, pad_edge=False,
                       box=None, show_edge=False)
         table.add_column("input", width=layout.name_w, no_wrap=True, overflow="ellipsis")
         table.add_column("label", width=layout.label_w, no_wrap=True)
@@ -224,9 +214,9 @@ def _print_tables(console, rows, model, top_k: int, per_table: int = TABLE_ROWS,
                 cells.append(_top_text(r))
             table.add_row(*cells)
         console.print(table)
-        for r in group if show is not None else ():
+        for r in group if show else ():
             if r.error is None:
-                _steps(console, r, show)
+                _steps(console, r)
         group.clear()
         first = False
 
@@ -283,7 +273,7 @@ def predict_command(
     def rows():
         nonlocal failed
         for row in predict_inputs(m, inputs, preprocess=not no_preprocess, top_k=top_k, keep_probs=probs,
-                                  keep_images=show):
+                                  keep_images=show, keep_steps=show):
             if row.error is not None:
                 failed += 1
                 error_line(f"{row.entry}: {row.error}")
@@ -291,8 +281,7 @@ def predict_command(
 
     if fmt == "table":
         # paths on stdin are answered one by one, as they come; with --show, each row has its steps under it
-        steps = ("none" if no_preprocess else m.preprocessing) if show else None
-        _print_tables(make_console(), rows(), m, top_k, 1 if "-" in inputs or show else TABLE_ROWS, steps)
+        _print_tables(make_console(), rows(), m, top_k, 1 if "-" in inputs or show else TABLE_ROWS, show)
     elif fmt == "jsonl":
         _write_jsonl(rows(), probs)
     else:
