@@ -5,9 +5,9 @@ same data, the same starting weights and the same update rule.
   ``stack_kernels.StackStep`` (the whole stack in one compiled call a batch; the per-layer
   stand-ins ``Network.cost_and_gradient(..., fast=conv_kernels.FAST)`` for a network it
   does not take), and the optimizer's step training takes per batch
-  (``optim_kernels.CompiledSGD``: ``nn.optim.SGD``'s bits in one compiled pass). Set ``VIA_TRAINING = True`` to time
-  ``training.train`` itself instead (one epoch, augmentation and validation off, its own
-  per-epoch clock), once it takes the conv layers end to end.
+  (``optim_kernels.CompiledSGD``: ``nn.optim.SGD``'s bits in one compiled pass). Set
+  ``VIA_TRAINING = True`` to time ``training.train`` itself instead (one epoch, augmentation
+  and validation off, its own per-epoch clock).
 * ``numpy``: the same network without ``fast``: the NumPy layers of ``digitnet.nn`` (the
   reference the stand-ins are tested against).
 * ``torch``: PyTorch CPU, the idiomatic loop (``nn.Conv2d``/``nn.MaxPool2d``/``nn.Linear``,
@@ -301,7 +301,8 @@ def table(result: dict) -> str:
     return "\n".join([
         f"Convolutional networks, samples/s (one epoch of {rows[0]['samples']} Fashion-MNIST images, median of "
         f"{len(rows[0]['seconds']['digitnet'])}, float32, {t} threads; relu, softmax/cross-entropy, SGD momentum "
-        f"0.9; digitnet = the fused training step of `stack_kernels`, as `train` takes it; NumPy = the NumPy layers of `digitnet.nn`). "
+        f"0.9; digitnet = the fused training step of `stack_kernels`, as `train` takes it; "
+        f"NumPy = the NumPy layers of `digitnet.nn`). "
         f"GFLOP/s = 6 × forward multiply-adds × samples/s; sgemm peak here: {peak:.0f} GFLOP/s "
         f"(2048³, {t} threads). † cut short by the time limit.",
         "", *lines])
