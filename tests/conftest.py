@@ -45,6 +45,19 @@ def fashion_mnist() -> Path:
     return FASHION
 
 
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The shared person-made digits (../shared/samples/user-digits, beside the checkout).
+    Where they are not there (a clone elsewhere) the test is skipped, except with CI=true,
+    where missing inputs fail the test instead of hiding it."""
+    if not SAMPLES.is_dir():
+        why = f"the shared samples are not beside the checkout ({SAMPLES})"
+        if in_ci():
+            pytest.fail(f"CI=true: {why}", pytrace=False)
+        pytest.skip(why)
+    return SAMPLES
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With CI=true, any test skipped because Fashion-MNIST is missing (whatever spelling its

@@ -17,7 +17,6 @@ from digitnet.datasets import load_dataset
 from digitnet.modelfile import default_model_path, load_model
 from digitnet.predict import predict_inputs
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "user-digits"
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +153,8 @@ def test_predict_rows_carry_the_warning_of_their_own_image(model, mnist_test, tm
     assert rows[1].warning is None and rows[2].warning is None
 
 
-def test_the_samples_are_not_flagged(model):
-    rows = list(predict_inputs(model, [str(SAMPLES)]))
+def test_the_samples_are_not_flagged(model, samples):
+    rows = list(predict_inputs(model, [str(samples)]))
     assert len(rows) == 30 and not any(r.warning for r in rows)
 
 

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from digitnet.cli import app
 
 DIGITNET = Path(sys.executable).with_name("digitnet")
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "user-digits"
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 runner = CliRunner()
 

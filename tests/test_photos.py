@@ -22,7 +22,6 @@ from digitnet.errors import DataError
 from digitnet.preprocess import load_image, to_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "samples" / "user-digits"
 
 
 def _script():
@@ -177,8 +176,8 @@ def test_blank_paper_in_a_shadow_is_at_least_doubted(tmp_path):
 
 
 def test_clean_images_take_the_plain_path():
-    """Every person-made clean image and every shared sample is reported clean by the photo
-    analysis, so to_mnist gives them exactly what it always gave."""
+    """Every person-made clean image is reported clean by the photo analysis, so to_mnist
+    gives them exactly what it always gave."""
     rng = np.random.default_rng(3)
     for i in range(30):
         img, _ = make_image(i % 10, rng)
@@ -188,15 +187,21 @@ def test_clean_images_take_the_plain_path():
             img = white
         gray = np.asarray(img.convert("L"), np.float32) / 255
         assert photo.find_ink(gray).clean, i
-    for path in sorted(SAMPLES.glob("*.[pj][np]g")):
-        assert photo.find_ink(load_image(path)).clean, path.name
     assert not photo.find_ink(photo_of([(strokes(THREE), 0)])).clean
 
 
-def test_a_bold_light_digit_on_black_is_not_a_sheet():
+def test_the_shared_samples_take_the_plain_path(samples):
+    """Every shared sample (real digits no test here drew) is reported clean too."""
+    shared = sorted(samples.glob("*.[pj][np]g"))
+    assert len(shared) == 30
+    for path in shared:
+        assert photo.find_ink(load_image(path)).clean, path.name
+
+
+def test_a_bold_light_digit_on_black_is_not_a_sheet(samples):
     """A white 6 on black is bright, large and nearly convex: the straight-edge test tells it
     from a sheet of paper, so its polarity stays light ink on dark."""
-    gray = load_image(SAMPLES / "6_020.jpg")
+    gray = load_image(samples / "6_020.jpg")
     assert photo.find_sheet(photo.work_copy(gray)) is None
     sheet = photo_of([(strokes(THREE), 0)], desk="dark")
     found = photo.find_sheet(photo.work_copy(sheet))

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLES
 from digit_images import write_set
 from digitnet.metrics import evaluate
 from digitnet.modelfile import load_model
@@ -42,6 +41,5 @@ def test_default_model_reads_person_made_digits(tmp_path):
     assert share_right(model, tmp_path) >= 0.9
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared/samples/user-digits is not beside the checkout")
-def test_default_model_reads_the_shared_samples():
-    assert share_right(load_model(MODELS / "digitnet.npz"), SAMPLES) >= 0.9
+def test_default_model_reads_the_shared_samples(samples):
+    assert share_right(load_model(MODELS / "digitnet.npz"), samples) >= 0.9
